@@ -1,0 +1,3 @@
+//! `engine-agent`: the engine side of WCCPv2.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `redirector-ctl`: the router side of WCCPv2.
+
+fn main() {}

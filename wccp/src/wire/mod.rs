@@ -1,0 +1,1 @@
+//! Bytes ⇄ typed WCCPv2 messages and components.
