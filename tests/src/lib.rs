@@ -1,2 +1,6 @@
-//! A small network-namespace harness: hosts, veths, bridges, processes inside a
-//! namespace, and teardown that runs even when a test fails.
+//! Harness for the project's integration tests: capture files our messages can be written
+//! to, independent decoders to read them back, and (later) network namespaces with veths,
+//! bridges and processes that are torn down even when a test fails.
+
+pub mod pcap;
+pub mod tshark;
