@@ -399,3 +399,341 @@ impl VisitAddresses for Message {
         self.components.visit_addresses(f);
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::wire::{
+        md5_sign, md5_verify, Capability, ForwardingMethods, RouterIdElement, ServiceFlags,
+        WebCacheIdentity, WebCacheIdentityInfo, WebCacheViewInfo,
+    };
+
+    /// A Here-I-Am as Squid 5.7 sends it in hash mode (dynamic service 90, one router).
+    fn here_i_am_bytes() -> Vec<u8> {
+        let mut b = vec![
+            0, 0, 0, 10, 2, 0, 0, 124, // header: Here-I-Am, v2, 124 bytes
+            0, 0, 0, 4, 0, 0, 0, 0, // security none
+            0, 1, 0, 24, 1, 90, 240, 6, 0, 0, 0, 0x12, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, // service
+            0, 3, 0, 44, 10, 0, 0, 2, 0, 0, 0, 0, // identity, hash form
+        ];
+        b.extend([0u8; 32]);
+        b.extend([0x27, 0x10, 0, 0]); // weight 10000
+        b.extend([
+            0, 5, 0, 24, 0, 0, 0, 1, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 10, 0, 0,
+            2, // view
+            0, 8, 0, 8, 0, 1, 0, 4, 0, 0, 0, 1, // capabilities: forwarding GRE
+        ]);
+        b
+    }
+
+    fn here_i_am() -> Message {
+        let engine = Address::V4(Ipv4Addr::new(10, 0, 0, 2));
+        Message {
+            version: Version::V2,
+            message_type: MessageType::HereIAm,
+            components: vec![
+                Component::Security(SecurityInfo::None),
+                Component::Service(ServiceInfo::dynamic(
+                    90,
+                    240,
+                    6,
+                    ServiceFlags::DST_IP_HASH | ServiceFlags::PORTS_DEFINED,
+                    &[80],
+                )),
+                Component::WebCacheIdentity(WebCacheIdentityInfo {
+                    identity: WebCacheIdentity::hash(engine, 10000),
+                }),
+                Component::WebCacheView(WebCacheViewInfo {
+                    change_number: 1,
+                    routers: vec![RouterIdElement {
+                        address: Ipv4Addr::new(10, 0, 0, 1).into(),
+                        receive_id: 0,
+                    }],
+                    caches: vec![engine],
+                }),
+                Component::Capabilities(CapabilitiesInfo {
+                    capabilities: vec![Capability::ForwardingMethods(ForwardingMethods::GRE)],
+                }),
+            ],
+        }
+    }
+
+    #[test]
+    fn parse_emit() {
+        let b = here_i_am_bytes();
+        assert_eq!(b.len(), 132);
+        let m = Message::parse(&b).unwrap();
+        assert_eq!(m, here_i_am());
+        assert_eq!(m.buffer_len(), b.len());
+        assert_eq!(m.to_bytes().unwrap(), b);
+        assert_eq!(m.address_mode(), AddressMode::Ipv4);
+        m.check_components().unwrap();
+        m.check_addresses().unwrap();
+        assert_eq!(m.unknown_kinds().count(), 0);
+        assert_eq!(m.service().unwrap().service_id, 90);
+        assert!(m.security().is_some());
+    }
+
+    #[test]
+    fn header_errors() {
+        let b = here_i_am_bytes();
+        let mut v = b.clone();
+        v[5] = 2;
+        assert_eq!(
+            Message::parse(&v).unwrap_err(),
+            Error::UnknownVersion { version: 0x0202 }
+        );
+        let mut t = b.clone();
+        t[3] = 7;
+        assert_eq!(
+            Message::parse(&t).unwrap_err(),
+            Error::UnknownMessageType { message_type: 7 }
+        );
+        assert_eq!(Message::parse(&b[..131]).unwrap_err().kind(), "truncated");
+        assert_eq!(Message::parse(&b[..5]).unwrap_err().kind(), "truncated");
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(
+            Message::parse(&long).unwrap_err(),
+            Error::LengthMismatch {
+                what: "message",
+                offset: 0,
+                declared: 124,
+                actual: 125
+            }
+        );
+        // A length that stops inside a component header.
+        let mut cut = b[..130].to_vec();
+        cut[7] = 122;
+        assert_eq!(Message::parse(&cut).unwrap_err().kind(), "truncated");
+    }
+
+    #[test]
+    fn component_errors_carry_offsets() {
+        let mut b = here_i_am_bytes();
+        b[20] = 9; // service type 9
+        assert_eq!(
+            Message::parse(&b).unwrap_err(),
+            Error::BadValue {
+                what: "Service Info: service type",
+                offset: 20,
+                value: 9
+            }
+        );
+    }
+
+    #[test]
+    fn duplicate_component_is_refused() {
+        let mut b = here_i_am_bytes();
+        b.extend([0, 0, 0, 4, 0, 0, 0, 0]);
+        b[7] += 8;
+        assert_eq!(
+            Message::parse(&b).unwrap_err(),
+            Error::DuplicateComponent {
+                what: "Security Info",
+                component: 0,
+                offset: 132
+            }
+        );
+        let mut m = here_i_am();
+        m.components.push(Component::Security(SecurityInfo::None));
+        assert_eq!(m.to_bytes().unwrap_err().kind(), "duplicate_component");
+    }
+
+    #[test]
+    fn unknown_components_are_kept_in_place() {
+        let mut b = here_i_am_bytes();
+        let unknown = [0, 99, 0, 3, 1, 2, 3, 0, 99, 0, 0];
+        b.splice(16..16, unknown);
+        b[7] += unknown.len() as u8;
+        let m = Message::parse(&b).unwrap();
+        assert_eq!(m.unknown_kinds().collect::<Vec<_>>(), vec![99, 99]);
+        assert_eq!(
+            m.components[1],
+            Component::Unknown {
+                kind: 99,
+                body: vec![1, 2, 3]
+            }
+        );
+        assert_eq!(m.to_bytes().unwrap(), b);
+        let mut bad = m.clone();
+        bad.components[1] = Component::Unknown {
+            kind: 1,
+            body: vec![],
+        };
+        assert_eq!(bad.to_bytes().unwrap_err().kind(), "bad_value");
+    }
+
+    #[test]
+    fn required_components() {
+        let mut m = here_i_am();
+        m.components.remove(3);
+        assert_eq!(
+            m.check_components().unwrap_err(),
+            Error::MissingComponent {
+                message: "Here-I-Am",
+                what: "Web-Cache View Info",
+                component: 5
+            }
+        );
+        let mut m = here_i_am();
+        m.components
+            .push(Component::RouterQuery(crate::wire::RouterQueryInfo {
+                router: RouterIdElement {
+                    address: Address::UNSPECIFIED,
+                    receive_id: 1,
+                },
+                sent_to: Address::UNSPECIFIED,
+                target: Address::UNSPECIFIED,
+            }));
+        assert_eq!(
+            m.check_components().unwrap_err().kind(),
+            "unexpected_component"
+        );
+        let ra = Message {
+            version: Version::V2,
+            message_type: MessageType::RedirectAssign,
+            components: vec![
+                Component::Security(SecurityInfo::None),
+                Component::Service(ServiceInfo::web_cache()),
+            ],
+        };
+        assert_eq!(
+            ra.check_components().unwrap_err().kind(),
+            "missing_component"
+        );
+    }
+
+    #[test]
+    fn address_table_and_forms() {
+        let table = AddressTable::V6(vec![
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        ]);
+        let m = Message {
+            version: Version::V2Rev1,
+            message_type: MessageType::RemovalQuery,
+            components: vec![
+                Component::Security(SecurityInfo::None),
+                Component::Service(ServiceInfo::web_cache()),
+                Component::RouterQuery(crate::wire::RouterQueryInfo {
+                    router: RouterIdElement {
+                        address: Address::index(1),
+                        receive_id: 4,
+                    },
+                    sent_to: Address::index(1),
+                    target: Address::index(2),
+                }),
+                Component::AddressTable(table),
+            ],
+        };
+        let b = m.to_bytes().unwrap();
+        let p = Message::parse(&b).unwrap();
+        assert_eq!(p, m);
+        assert_eq!(p.address_mode(), AddressMode::Indexed);
+        assert_eq!(
+            p.resolve(&Address::index(2)).unwrap(),
+            "2001:db8::2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            p.resolve(&Address::index(0)).unwrap(),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        );
+        assert_eq!(
+            p.resolve(&Address::index(3)).unwrap_err(),
+            Error::AddressIndex {
+                index: 3,
+                table_len: 2
+            }
+        );
+        p.check_addresses().unwrap();
+        p.check_components().unwrap();
+
+        let mut mixed = m.clone();
+        if let Component::RouterQuery(q) = &mut mixed.components[2] {
+            q.target = Address::UNSPECIFIED;
+        }
+        assert_eq!(
+            mixed.to_bytes().unwrap_err(),
+            Error::AddressFormMismatch {
+                what: "Router Query Info: target",
+                expected: "an address-table index",
+                found: "an IPv4 address"
+            }
+        );
+        let mut no_table = m.clone();
+        no_table.components.pop();
+        assert_eq!(
+            no_table.to_bytes().unwrap_err().kind(),
+            "address_form_mismatch"
+        );
+        assert_eq!(
+            no_table.resolve(&Address::index(1)).unwrap_err().kind(),
+            "address_index"
+        );
+    }
+
+    #[test]
+    fn md5_sign_and_verify() {
+        let mut m = here_i_am();
+        m.components[0] = Component::Security(SecurityInfo::md5_unsigned());
+        let signed = m.to_bytes_signed(b"secret").unwrap();
+        md5_verify(&signed, b"secret").unwrap();
+        assert!(crate::wire::md5_is_valid(&signed, b"secret"));
+        assert_eq!(
+            md5_verify(&signed, b"Secret").unwrap_err(),
+            Error::Md5Mismatch
+        );
+        assert_eq!(md5_verify(&signed, b"").unwrap_err(), Error::Md5Mismatch);
+        // Passwords are cut to 8 bytes, as Squid cuts them.
+        let long = m.to_bytes_signed(b"12345678").unwrap();
+        md5_verify(&long, b"123456789").unwrap();
+        // Every byte counts, the header's included.
+        for i in 0..signed.len() {
+            let mut t = signed.clone();
+            t[i] ^= 0x01;
+            assert!(md5_verify(&t, b"secret").is_err(), "byte {i}");
+        }
+        // The digest is MD5(password padded to 8 || message with the digest zeroed).
+        let mut zeroed = signed.clone();
+        zeroed[16..32].fill(0);
+        let mut h = <md5::Md5 as md5::Digest>::new();
+        md5::Digest::update(&mut h, b"secret\0\0");
+        md5::Digest::update(&mut h, &zeroed);
+        let want: [u8; 16] = md5::Digest::finalize(h).into();
+        assert_eq!(&signed[16..32], &want);
+        // The parsed message carries the digest, and re-emitting keeps it.
+        let p = Message::parse(&signed).unwrap();
+        assert_eq!(p.to_bytes().unwrap(), signed);
+    }
+
+    #[test]
+    fn md5_needs_md5_security() {
+        let mut plain = here_i_am_bytes();
+        assert_eq!(
+            md5_sign(&mut plain, b"x").unwrap_err(),
+            Error::SecurityOptionMismatch {
+                expected: 1,
+                found: 0
+            }
+        );
+        let mut m = here_i_am();
+        m.components.remove(0);
+        let mut b = m.to_bytes().unwrap();
+        assert_eq!(md5_sign(&mut b, b"x").unwrap_err(), Error::NoSecurity);
+        assert_eq!(md5_verify(&b[..4], b"x").unwrap_err().kind(), "truncated");
+    }
+
+    #[test]
+    fn json() {
+        let j = serde_json::to_value(here_i_am()).unwrap();
+        assert_eq!(j["message_type"], "HereIAm");
+        assert_eq!(
+            j["components"][2]["WebCacheIdentity"]["identity"]["address"],
+            "10.0.0.2"
+        );
+        let back: Message = serde_json::from_value(j).unwrap();
+        assert_eq!(back, here_i_am());
+    }
+}
