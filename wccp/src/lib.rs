@@ -4,4 +4,5 @@
 //! Everything here is a pure function of its inputs, so the daemons, the tests and the
 //! benchmarks drive the same code: [`wire`] turns bytes into typed messages and back.
 
+pub mod assign;
 pub mod wire;
