@@ -4,6 +4,10 @@
 //!
 //! A router advertises every method it supports: Squid leaves the group for good when a
 //! router's mask lacks its configured method (see ground-notes).
+//!
+//! The transmit_t (4) and timer_scale (5) values sit in the element's 4-byte value like
+//! every other capability. Wireshark 4.0 reads them from the element's type and length
+//! fields instead (a dissector bug), so its display of those two is wrong, not our bytes.
 
 use serde::{Deserialize, Serialize};
 

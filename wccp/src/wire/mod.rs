@@ -30,11 +30,14 @@
 //!
 //! # Fuzzing
 //!
-//! `wccp/fuzz` holds a cargo-fuzz target that parses messages, re-emits what parses and
-//! requires identical bytes, checks MD5 verification, and parses GRE and redirect headers:
+//! `wccp/fuzz` holds a cargo-fuzz target that parses messages and single components,
+//! re-emits what parses and requires identical bytes, signs and verifies MD5, and parses
+//! GRE and redirect headers. Seeds (Squid's real messages and one of each form we emit)
+//! are in `wccp/fuzz/seeds/message`:
 //!
 //! ```text
-//! cd wccp/fuzz && cargo +nightly fuzz run message -- -max_total_time=600
+//! cd wccp/fuzz && mkdir -p corpus/message
+//! cargo +nightly fuzz run message corpus/message seeds/message -- -max_total_time=600 -jobs=1
 //! ```
 
 #![deny(missing_docs)]
