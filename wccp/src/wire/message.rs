@@ -29,7 +29,7 @@ pub struct Message {
 }
 
 /// For each message type: components the drafts require, and components Wireshark flags when
-/// present (its list of "contains ..." expert items, which follows the drafts).
+/// present (its list of "contains ..." expert items, which follows the drafts save one).
 fn rules(t: MessageType) -> (&'static [u16], &'static [u16]) {
     use kind::*;
     match t {
@@ -45,15 +45,11 @@ fn rules(t: MessageType) -> (&'static [u16], &'static [u16]) {
                 ALT_ASSIGNMENT_MAP,
             ],
         ),
+        // Wireshark also notes an Assignment Info in an I-See-You, but draft-01 (5.2) lists
+        // it there ("Assignment Info or Assignment Map"), so a router may send it.
         MessageType::ISeeYou => (
             &[SECURITY_INFO, SERVICE_INFO, ROUTER_ID_INFO, RTR_VIEW_INFO],
-            &[
-                WC_ID_INFO,
-                WC_VIEW_INFO,
-                REDIRECT_ASSIGNMENT,
-                QUERY_INFO,
-                ALT_ASSIGNMENT_MAP,
-            ],
+            &[WC_ID_INFO, WC_VIEW_INFO, QUERY_INFO, ALT_ASSIGNMENT_MAP],
         ),
         MessageType::RedirectAssign => (
             &[SECURITY_INFO, SERVICE_INFO],
