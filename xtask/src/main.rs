@@ -1,3 +1,41 @@
-//! `cargo xtask`: project tasks.
+//! `cargo xtask`: project tasks that cargo alone cannot express.
+//!
+//! Each task is a subcommand. `build-ebpf` exists today; `bench` and `lab` (see the design)
+//! will be added as their own modules and `Command` variants when they are real, never as
+//! stubs that pretend to work.
 
-fn main() {}
+mod build_ebpf;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per task; each task owns its options in its own module.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile every redirector-ebpf/src/bpf/*.c with clang into redirector-ebpf/obj/<name>.o
+    BuildEbpf(build_ebpf::Options),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::BuildEbpf(options) => build_ebpf::run(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes on one line, without a backtrace even when
+            // RUST_BACKTRACE is set: these errors are for people, not debuggers.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+/*
+ * Never loaded into the kernel. It only instantiates each type that C shares
+ * with Rust, so that every one of them appears in this object's BTF; the test
+ * redirector-ebpf/tests/layout.rs reads that BTF and compares it with the
+ * #[repr(C)] twins.
+ *
+ * To add a type: one LAYOUT_CHECK line here and one entry in
+ * redirector-ebpf/src/layout.rs (SHARED_TYPES).
+ */
+#include "redirector.h"
+
+#define LAYOUT_CHECK(name) struct name layout_check__##name __attribute__((used))
+
+LAYOUT_CHECK(redirector_counters);
