@@ -71,17 +71,26 @@ impl Datagram {
 
 /// Writes `datagrams` as an Ethernet pcap file, one frame a millisecond apart.
 pub fn write_pcap(path: &Path, datagrams: &[Datagram]) -> Result<()> {
+    let frames = datagrams
+        .iter()
+        .map(Datagram::frame)
+        .collect::<Result<Vec<_>>>()?;
+    write_frames(path, &frames)
+}
+
+/// Writes whole Ethernet frames as given, for tests that need bytes no honest sender
+/// makes (bad checksums, truncated headers).
+pub fn write_frames(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let header = PcapHeader {
         datalink: DataLink::ETHERNET,
         ..Default::default()
     };
     let mut writer = PcapWriter::with_header(file, header).context("writing pcap header")?;
-    for (i, datagram) in datagrams.iter().enumerate() {
-        let frame = datagram.frame()?;
+    for (i, frame) in frames.iter().enumerate() {
         let ts = std::time::Duration::from_millis(1_700_000_000_000 + i as u64);
         writer
-            .write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame))
+            .write_packet(&PcapPacket::new(ts, frame.len() as u32, frame))
             .context("writing pcap packet")?;
     }
     Ok(())

@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-/// One decoded frame: every dissected field as (name, shown value), in tree order, plus the
+/// One decoded frame: every dissected field as (name, shown value), grouped by subtree (tshark's
+/// JSON objects are read unordered, so compare repeated values as sets), plus the
 /// expert items tshark raised for it.
 #[derive(Debug, Clone, Default)]
 pub struct DecodedFrame {
@@ -52,10 +53,12 @@ impl DecodedFrame {
 /// is missing, rather than letting a test pass without its judge.
 pub fn decode(pcap: &Path) -> Result<Vec<DecodedFrame>> {
     let output = Command::new("tshark")
-        .args(["-n", "-T", "json", "-r"])
+        .args(["-n", "--no-duplicate-keys", "-T", "json", "-r"])
         .arg(pcap)
         .output()
-        .context("running tshark: install it with `apt-get install tshark` (scripts/setup.sh does)")?;
+        .context(
+            "running tshark: install it with `apt-get install tshark` (scripts/setup.sh does)",
+        )?;
     if !output.status.success() {
         bail!(
             "tshark failed on {}: {}",
