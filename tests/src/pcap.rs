@@ -95,3 +95,14 @@ pub fn write_frames(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
     }
     Ok(())
 }
+
+/// An IPv4 TCP SYN (no link header): the packet a router redirects, for tests that wrap it.
+pub fn tcp_syn_packet(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+        .tcp(src_port, dst_port, 1, 8192)
+        .syn()
+        .write(&mut out, &[])
+        .expect("writing to a Vec cannot fail");
+    out
+}

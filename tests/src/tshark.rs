@@ -22,8 +22,8 @@ pub struct DecodedFrame {
 }
 
 impl DecodedFrame {
-    /// Every value of `field` in this frame, in order.
-    pub fn values(&self, field: &str) -> Vec<&str> {
+    /// Every value of `field` in this frame, in order within one subtree.
+    pub fn all(&self, field: &str) -> Vec<&str> {
         self.fields
             .iter()
             .filter(|(k, _)| k == field)
@@ -33,11 +33,41 @@ impl DecodedFrame {
 
     /// The single value of `field`; an error names the field when it is absent or repeated.
     pub fn value(&self, field: &str) -> Result<&str> {
-        match self.values(field).as_slice() {
+        match self.all(field).as_slice() {
             [one] => Ok(one),
             [] => bail!("tshark shows no field {field}"),
             many => bail!("tshark shows {field} {} times: {many:?}", many.len()),
         }
+    }
+
+    /// The single value of `field`, for assertions: panics with the whole frame otherwise.
+    pub fn one(&self, field: &str) -> &str {
+        match self.value(field) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}\n{self:#?}"),
+        }
+    }
+
+    /// Every value of `field`, sorted: repeated subtrees come back in no fixed order.
+    pub fn sorted(&self, field: &str) -> Vec<&str> {
+        let mut values = self.all(field);
+        values.sort_unstable();
+        values
+    }
+
+    /// Panics when the frame is malformed or has an expert item above a note, other than
+    /// those whose message contains one of `allowed` (known dissector quirks).
+    pub fn assert_clean(&self, allowed: &[&str]) {
+        assert!(
+            !self.malformed,
+            "tshark marks the frame malformed: {self:#?}"
+        );
+        let bad: Vec<_> = self
+            .problems()
+            .into_iter()
+            .filter(|(_, message)| !allowed.iter().any(|a| message.contains(a)))
+            .collect();
+        assert!(bad.is_empty(), "tshark expert items {bad:?} in {self:#?}");
     }
 
     /// Expert items above a note: what a clean message must not have.
@@ -79,6 +109,18 @@ pub fn decode(pcap: &Path) -> Result<Vec<DecodedFrame>> {
             decoded
         })
         .collect())
+}
+
+/// Writes `frames` (whole Ethernet frames) to a scratch capture and decodes it.
+pub fn decode_frames(frames: &[Vec<u8>]) -> Result<Vec<DecodedFrame>> {
+    static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tshark-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("frames.pcap");
+    let result = crate::pcap::write_frames(&path, frames).and_then(|()| decode(&path));
+    std::fs::remove_dir_all(&dir).ok();
+    result
 }
 
 fn collect(node: &Value, out: &mut DecodedFrame) {

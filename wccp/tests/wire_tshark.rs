@@ -2,191 +2,36 @@
 //! GRE/redirect encapsulation are written to a pcap, decoded by `tshark -T json`, and must
 //! come back with the values we meant and no expert item above a note.
 //!
-//! tshark is required (scripts/setup.sh installs it); set `WCCP_SKIP_TSHARK=1` to skip on a
-//! machine without it.
+//! tshark is required (scripts/setup.sh installs it): without it these tests fail.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
-use std::process::Command as Process;
 
-use serde_json::Value;
+use netns_tests::pcap::{Datagram, Payload};
+use netns_tests::tshark::DecodedFrame as Frame;
 use wccp::wire::*;
 
-/// One frame's decoded fields (name -> values in tree order) and expert items.
-#[derive(Debug, Default)]
-struct Frame {
-    fields: HashMap<String, Vec<String>>,
-    expert: Vec<(String, String)>,
-    malformed: bool,
-}
-
-impl Frame {
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.fields
-            .get(name)
-            .map(|v| v.iter().map(String::as_str).collect())
-            .unwrap_or_default()
-    }
-
-    /// The values sorted: tshark's JSON keeps order within one tree node only, and subtrees
-    /// come back keyed by their labels.
-    fn sorted(&self, name: &str) -> Vec<&str> {
-        let mut v = self.all(name);
-        v.sort_unstable();
-        v
-    }
-
-    fn one(&self, name: &str) -> &str {
-        match self.all(name).as_slice() {
-            [v] => v,
-            other => panic!("{name}: expected one value, got {other:?}\n{self:#?}"),
-        }
-    }
-
-    /// Fails on malformed frames and expert items above a note, except those listed.
-    fn assert_clean(&self, allowed: &[&str]) {
-        assert!(!self.malformed, "malformed: {self:#?}");
-        let bad: Vec<_> = self
-            .expert
-            .iter()
-            .filter(|(sev, msg)| {
-                sev != "note" && sev != "chat" && !allowed.iter().any(|a| msg.contains(a))
-            })
-            .collect();
-        assert!(bad.is_empty(), "expert items {bad:?} in {self:#?}");
-    }
-}
-
-fn collect(node: &Value, out: &mut Frame) {
-    match node {
-        Value::Object(map) => {
-            if let Some(sev) = map.get("_ws.expert.severity").and_then(Value::as_str) {
-                let msg = map
-                    .get("_ws.expert.message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let sev = match sev {
-                    "2097152" => "chat",
-                    "4194304" => "note",
-                    "6291456" => "warning",
-                    "8388608" => "error",
-                    other => other,
-                };
-                out.expert.push((sev.to_string(), msg.to_string()));
-            }
-            for (k, v) in map {
-                if k.starts_with("_ws.malformed") {
-                    out.malformed = true;
-                }
-                match v {
-                    Value::String(s) => out.fields.entry(k.clone()).or_default().push(s.clone()),
-                    Value::Array(items) => {
-                        for item in items {
-                            match item {
-                                Value::String(s) => {
-                                    out.fields.entry(k.clone()).or_default().push(s.clone())
-                                }
-                                other => collect(other, out),
-                            }
-                        }
-                    }
-                    other => collect(other, out),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
-        _ => {}
-    }
-}
-
-fn checksum(words: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in words.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An Ethernet/IPv4 frame carrying `payload` as IP protocol `proto` (UDP 2048 -> 2048 when
-/// `proto` is 17, with checksum 0, which IPv4 allows).
+/// An Ethernet/IPv4 frame from 10.0.0.1 to 10.0.0.2 carrying `payload` as IP protocol
+/// `proto` (UDP 2048 -> 2048 when `proto` is 17).
 fn frame(proto: u8, payload: &[u8]) -> Vec<u8> {
-    let l4 = if proto == 17 {
-        let mut u = Vec::new();
-        u.extend(WCCP_PORT.to_be_bytes());
-        u.extend(WCCP_PORT.to_be_bytes());
-        u.extend(((8 + payload.len()) as u16).to_be_bytes());
-        u.extend([0, 0]);
-        u.extend(payload);
-        u
+    let payload = if proto == 17 {
+        Payload::WccpUdp(payload.to_vec())
     } else {
-        payload.to_vec()
+        Payload::Raw {
+            protocol: proto,
+            bytes: payload.to_vec(),
+        }
     };
-    let mut ip = vec![0x45, 0];
-    ip.extend(((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend([0, 1, 0, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    f.extend(ip);
-    f.extend(l4);
-    f
+    Datagram {
+        src: Ipv4Addr::new(10, 0, 0, 1),
+        dst: Ipv4Addr::new(10, 0, 0, 2),
+        payload,
+    }
+    .frame()
+    .unwrap()
 }
 
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend(0xa1b2_c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend([0u8; 8]);
-    out.extend(65535u32.to_le_bytes());
-    out.extend(1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend((1_700_000_000 + i as u32).to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend(f);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-/// Decodes frames with tshark; `None` when skipped.
-fn tshark(frames: &[Vec<u8>]) -> Option<Vec<Frame>> {
-    if std::env::var_os("WCCP_SKIP_TSHARK").is_some() {
-        eprintln!("WCCP_SKIP_TSHARK set: not running tshark");
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("wccp-wire-tshark-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{:x}.pcap", frames.len() * 7919 + frames[0].len()));
-    write_pcap(&path, frames);
-    let out = Process::new("tshark")
-        .args(["-n", "-T", "json", "--no-duplicate-keys", "-r"])
-        .arg(&path)
-        .output()
-        .expect("tshark is needed (apt-get install tshark, or set WCCP_SKIP_TSHARK=1)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_file(&path);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Some(
-        json.as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                let mut fr = Frame::default();
-                collect(&f["_source"]["layers"], &mut fr);
-                fr
-            })
-            .collect(),
-    )
+fn tshark(frames: &[Vec<u8>]) -> Vec<Frame> {
+    netns_tests::tshark::decode_frames(frames).unwrap()
 }
 
 fn v4(a: u8) -> Address {
@@ -547,9 +392,7 @@ fn every_message_form_decodes_cleanly() {
     }
     save_seeds("message", &payloads);
     let frames: Vec<_> = payloads.iter().map(|p| frame(17, p)).collect();
-    let Some(decoded) = tshark(&frames) else {
-        return;
-    };
+    let decoded = tshark(&frames);
     assert_eq!(decoded.len(), messages.len());
     for (i, f) in decoded.iter().enumerate() {
         f.assert_clean(&[]);
@@ -761,7 +604,7 @@ fn every_message_form_decodes_cleanly() {
 fn save_seeds(prefix: &str, payloads: &[Vec<u8>]) {
     if let Some(dir) = std::env::var_os("WCCP_FUZZ_SEEDS") {
         for (i, p) in payloads.iter().enumerate() {
-            std::fs::write(Path::new(&dir).join(format!("{prefix}-{i}")), p).unwrap();
+            std::fs::write(std::path::Path::new(&dir).join(format!("{prefix}-{i}")), p).unwrap();
         }
     }
 }
@@ -773,14 +616,12 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn gre_and_redirect_header_decode_cleanly() {
     // A TCP SYN from 192.0.2.10 to 198.51.100.1:80, the packet a router redirects.
-    let mut inner = vec![
-        0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 192, 0, 2, 10, 198, 51, 100, 1,
-    ];
-    let c = checksum(&inner);
-    inner[10..12].copy_from_slice(&c.to_be_bytes());
-    inner.extend([
-        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0x20, 0, 0, 0, 0, 0,
-    ]);
+    let inner = netns_tests::pcap::tcp_syn_packet(
+        Ipv4Addr::new(192, 0, 2, 10),
+        Ipv4Addr::new(198, 51, 100, 1),
+        12345,
+        80,
+    );
 
     let mut frames = Vec::new();
     let mut payloads = Vec::new();
@@ -811,9 +652,7 @@ fn gre_and_redirect_header_decode_cleanly() {
         payloads.push(p);
     }
     save_seeds("gre", &payloads);
-    let Some(decoded) = tshark(&frames) else {
-        return;
-    };
+    let decoded = tshark(&frames);
     let f = &decoded[0];
     f.assert_clean(&[]);
     assert_eq!(f.one("gre.proto"), "0x883e");
