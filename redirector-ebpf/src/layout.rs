@@ -87,9 +87,253 @@ macro_rules! shared_type {
     }};
 }
 
+/// The one control record (`control[0]`): which table slot packets read, and the
+/// dead-man switch. C: `struct redirector_control`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// CLOCK_MONOTONIC of the controller's last heartbeat, in nanoseconds.
+    pub heartbeat_ns: u64,
+    /// Redirection stops when now > `heartbeat_ns + grace_ns` (wrapping, as in C).
+    pub grace_ns: u64,
+    /// Packets read table slot `generation & 1`; bumped after a slot is fully written.
+    pub generation: u32,
+    /// [`CONTROL_ENABLED`].
+    pub flags: u32,
+}
+
+/// One (slot, protocol, port) entry: the best-priority service that matches the port, as
+/// a destination port and as a source port, so that classification is a maximum of
+/// preferences instead of a scan. A preference is `MAX_SERVICES - rank`, so that zero
+/// (a fresh map) means no service. C: `struct redirector_port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortEntry {
+    /// Preference of the best service matching this destination port (0: none).
+    pub dst_pref: u16,
+    /// Preference of the best service matching this source port (0: none).
+    pub src_pref: u16,
+}
+
+/// Per-slot header: the best service among those that match any port. C: `struct
+/// redirector_table`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableHeader {
+    /// Per protocol (0 TCP, 1 UDP): preference of the best service without ports.
+    pub any_pref: [u16; PORT_PROTOCOLS],
+    /// Services in this slot (informational).
+    pub services: u16,
+    /// Zero.
+    pub reserved: u16,
+}
+
+/// A service at its rank. C: `struct redirector_service`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// WCCP service flags (`wccp::assign::flags`).
+    pub flags: u32,
+    /// Service id: redirect header and counters.
+    pub service_id: u8,
+    /// [`SERVICE_DYNAMIC`], [`SERVICE_MASK`].
+    pub options: u8,
+    /// Zero.
+    pub reserved: [u8; 2],
+    /// Mask assignment: bit k of the value index is bit `mask_pos[k]` of the 96-bit
+    /// number src_addr:dst_addr:src_port:dst_port; [`NO_POSITION`] ends the list.
+    pub mask_pos: [u8; MASK_POSITIONS],
+}
+
+impl Default for ServiceEntry {
+    fn default() -> Self {
+        Self {
+            flags: 0,
+            service_id: 0,
+            options: 0,
+            reserved: [0; 2],
+            mask_pos: [NO_POSITION; MASK_POSITIONS],
+        }
+    }
+}
+
+/// A bucket (hash) or value (mask) of a service. C: `struct redirector_bucket`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketEntry {
+    /// Engine index, meaningful with [`BUCKET_ASSIGNED`].
+    pub engine: u8,
+    /// `BUCKET_*`.
+    pub flags: u8,
+}
+
+/// An engine and how to reach it. C: `struct redirector_engine`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineEntry {
+    /// Engine address, network order (as the bytes of the packet).
+    pub addr: u32,
+    /// Outer source address of GRE packets, network order.
+    pub router_addr: u32,
+    /// Destination MAC: the engine's, or its next hop's.
+    pub dst_mac: [u8; 6],
+    /// Source MAC: the egress interface's.
+    pub src_mac: [u8; 6],
+    /// Egress interface; 0 sends back out of the ingress interface (XDP_TX).
+    pub ifindex: u32,
+    /// Largest IP packet the path takes after encapsulation; 0 leaves it unchecked.
+    pub mtu: u16,
+    /// [`METHOD_GRE`] or [`METHOD_L2`].
+    pub method: u8,
+    /// [`ENGINE_USABLE`].
+    pub flags: u8,
+}
+
+/// Key of `engine_addrs`. C: `struct redirector_engine_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EngineKey {
+    /// Table slot.
+    pub slot: u32,
+    /// Engine address, network order.
+    pub addr: u32,
+}
+
+/// Key of `conns`: a TCP flow as the client sends it. C: `struct redirector_flow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address, network order.
+    pub saddr: u32,
+    /// Destination address, network order.
+    pub daddr: u32,
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// IP protocol (6).
+    pub protocol: u8,
+    /// Zero.
+    pub reserved: [u8; 3],
+}
+
+/// Value of `conns`. C: `struct redirector_conn`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnEntry {
+    /// Address of the engine chosen at the SYN, network order: a reused index never
+    /// sends the flow to another engine.
+    pub engine_addr: u32,
+    /// Its index.
+    pub engine: u32,
+}
+
+// SAFETY: all of these are `repr(C)` with only integer fields and no padding (checked
+// against BTF by the tests, whose sizes equal the sum of the fields).
+unsafe impl aya::Pod for Control {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PortEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TableHeader {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ServiceEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for BucketEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for EngineEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for EngineKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ConnEntry {}
+
 /// Every type shared with the C programs. One line per type.
-pub const SHARED_TYPES: &[SharedType] =
-    &[shared_type!(Counters => "redirector_counters" { packets, bytes })];
+pub const SHARED_TYPES: &[SharedType] = &[
+    shared_type!(Counters => "redirector_counters" { packets, bytes }),
+    shared_type!(Control => "redirector_control" { heartbeat_ns, grace_ns, generation, flags }),
+    shared_type!(PortEntry => "redirector_port" { dst_pref, src_pref }),
+    shared_type!(TableHeader => "redirector_table" { any_pref, services, reserved }),
+    shared_type!(ServiceEntry => "redirector_service" {
+        flags, service_id, options, reserved, mask_pos
+    }),
+    shared_type!(BucketEntry => "redirector_bucket" { engine, flags }),
+    shared_type!(EngineEntry => "redirector_engine" {
+        addr, router_addr, dst_mac, src_mac, ifindex, mtu, method, flags
+    }),
+    shared_type!(EngineKey => "redirector_engine_key" { slot, addr }),
+    shared_type!(FlowKey => "redirector_flow" { saddr, daddr, sport, dport, protocol, reserved }),
+    shared_type!(ConnEntry => "redirector_conn" { engine_addr, engine }),
+];
+
+// The constants of redirector.h, same names (the differential tests catch a drift).
+
+/// Table slots, written alternately.
+pub const SLOTS: usize = 2;
+/// Services per table.
+pub const MAX_SERVICES: usize = 256;
+/// Engine indices per table.
+pub const MAX_ENGINES: usize = 256;
+/// Buckets (or mask values) per service.
+pub const BUCKETS: usize = 256;
+/// Ports per protocol.
+pub const PORTS: usize = 65536;
+/// Protocols with ports: 0 TCP, 1 UDP.
+pub const PORT_PROTOCOLS: usize = 2;
+/// Interfaces that can have flags; higher ifindexes have none.
+pub const MAX_IFINDEX: usize = 1024;
+/// 64-bit words of the engine source filter per slot.
+pub const FILTER_WORDS: usize = 1024;
+/// Preference meaning no service.
+pub const NO_SERVICE_PREF: u16 = 0;
+/// Mask positions per service.
+pub const MASK_POSITIONS: usize = 8;
+/// An unused mask position.
+pub const NO_POSITION: u8 = 0xff;
+/// `control.flags`: redirection on.
+pub const CONTROL_ENABLED: u32 = 0x1;
+/// `ifaces[]`: never redirect traffic arriving here.
+pub const IFACE_EXCLUDED: u32 = 0x1;
+/// `ifaces[]`: engine-facing, packet return only.
+pub const IFACE_ENGINE_FACING: u32 = 0x2;
+/// `service.options`: the D bit of the redirect header.
+pub const SERVICE_DYNAMIC: u8 = 0x1;
+/// `service.options`: mask assignment.
+pub const SERVICE_MASK: u8 = 0x2;
+/// `bucket.flags`: the engine is meaningful.
+pub const BUCKET_ASSIGNED: u8 = 0x1;
+/// `bucket.flags`: use the alternate hash's bucket.
+pub const BUCKET_ALTERNATE: u8 = 0x2;
+/// `bucket.flags`: owner changed recently, TCP flows consult the connection table.
+pub const BUCKET_STICKY: u8 = 0x4;
+/// `engine.method`: GRE with redirect header.
+pub const METHOD_GRE: u8 = 1;
+/// `engine.method`: L2 rewrite.
+pub const METHOD_L2: u8 = 2;
+/// `engine.flags`: usable.
+pub const ENGINE_USABLE: u8 = 0x1;
+/// Reasons: one counter per reason at `stats[reason]`.
+pub const REASONS: usize = 32;
+/// First per-service counter.
+pub const STATS_SERVICE_BASE: usize = REASONS;
+/// Counters per service.
+pub const STATS_PER_SERVICE: usize = 4;
+/// Per-service kind: redirected.
+pub const STATS_SERVICE_REDIRECTED: usize = 0;
+/// Per-service kind: failed open (unassigned, engine down, heartbeat, too big).
+pub const STATS_SERVICE_FAILED_OPEN: usize = 1;
+/// First per-engine counter.
+pub const STATS_ENGINE_BASE: usize = STATS_SERVICE_BASE + 256 * STATS_PER_SERVICE;
+/// Counters per engine.
+pub const STATS_PER_ENGINE: usize = 4;
+/// Per-engine kind: redirected to it.
+pub const STATS_ENGINE_REDIRECTED: usize = 0;
+/// Per-engine kind: returned by it and decapsulated.
+pub const STATS_ENGINE_RETURNED: usize = 1;
+/// Per-engine kind: sent to it by the connection table.
+pub const STATS_ENGINE_CONN_HITS: usize = 2;
+/// Entries of the `stats` map.
+pub const STATS_ENTRIES: usize = STATS_ENGINE_BASE + MAX_ENGINES * STATS_PER_ENGINE;
 
 impl SharedType {
     /// How this twin differs from the C struct `c` (empty when they agree): struct size,

@@ -13,3 +13,12 @@
 #define LAYOUT_CHECK(name) struct name layout_check__##name __attribute__((used))
 
 LAYOUT_CHECK(redirector_counters);
+LAYOUT_CHECK(redirector_control);
+LAYOUT_CHECK(redirector_port);
+LAYOUT_CHECK(redirector_table);
+LAYOUT_CHECK(redirector_service);
+LAYOUT_CHECK(redirector_bucket);
+LAYOUT_CHECK(redirector_engine);
+LAYOUT_CHECK(redirector_engine_key);
+LAYOUT_CHECK(redirector_flow);
+LAYOUT_CHECK(redirector_conn);

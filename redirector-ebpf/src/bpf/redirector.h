@@ -3,7 +3,38 @@
  * Shared by every eBPF program of the redirector, and the source of truth for
  * the layout of map keys and values: each struct here has a #[repr(C)] twin in
  * redirector-ebpf/src/layout.rs, and layout_check.c puts it in BTF so that the
- * Rust tests can compare sizes and field offsets.
+ * Rust tests can compare sizes and field offsets. Every constant here has a
+ * twin of the same name in redirector-ebpf/src/layout.rs.
+ *
+ * Map layout (all per-packet lookups are ARRAY maps, which the kernel inlines
+ * into the program: no helper call, no hashing):
+ *
+ *   control[1]            generation, heartbeat, grace, enabled
+ *   ifaces[MAX_IFINDEX]   per-ingress-interface flags (exclude, engine-facing)
+ *   ports[2 slots][2 protocols][65536 ports]
+ *                         best-priority service matching the port as a
+ *                         destination port and as a source port
+ *   tables[2 slots]       best service of those that match any port
+ *   services[2 slots][256 ranks]
+ *   buckets[2 slots][256 ranks][256 buckets or mask values]
+ *   engines[2 slots][256 engine indices]
+ *   engine_filter[2 slots][1024 words]
+ *                         65536-bit filter of engine source addresses (low 16
+ *                         bits), so that only candidates pay a hash lookup
+ *   engine_addrs          HASH {slot, address} -> engine index (returns, and
+ *                         the engines' own connections)
+ *   conns                 LRU_HASH flow -> engine chosen at its SYN
+ *   stats                 PERCPU_ARRAY of {packets, bytes}
+ *
+ * Services are stored by rank, rank 0 the highest priority, so choosing among
+ * the services that match a packet is a maximum of three preferences
+ * (MAX_SERVICES - rank, 0 for none): the one of its destination port, of its
+ * source port, and of the any-port services. The cost
+ * does not grow with the number of services.
+ *
+ * A table update is atomic: the controller writes a whole new table into the
+ * slot the programs are not reading (1 - generation & 1), then increments the
+ * generation. A packet reads the generation once and sees one slot only.
  */
 #ifndef REDIRECTOR_H
 #define REDIRECTOR_H
@@ -18,11 +49,208 @@
  */
 #define REDIRECTOR_LICENSE char _license[] SEC("license") = "Dual MIT/GPL"
 
+/* Table slots: two, written alternately. */
+#define SLOTS 2
+/* Services per table (the protocol's service ids are one byte). */
+#define MAX_SERVICES 256
+/* Engine indices per table. */
+#define MAX_ENGINES 256
+/* Buckets per service: 256 hash buckets, or up to 128 mask values. */
+#define BUCKETS 256
+/* Ports per protocol. */
+#define PORTS 65536
+/* Protocols with ports: index 0 is TCP, 1 is UDP. */
+#define PORT_PROTOCOLS 2
+/* Interfaces with flags; others get none. */
+#define MAX_IFINDEX 1024
+/* 64-bit words of the engine source-address filter, per slot. */
+#define FILTER_WORDS 1024
+/* Preference of the best-priority service: MAX_SERVICES - rank, so that a
+ * zeroed (fresh) map means no service; 0 is none. */
+#define NO_SERVICE_PREF 0
+/* Mask positions per service (a mask selects at most 7 bits). */
+#define MASK_POSITIONS 8
+/* An unused mask position. */
+#define NO_POSITION 0xff
+
+/* control.flags */
+#define CONTROL_ENABLED 0x1
+
+/* ifaces[] values */
+#define IFACE_EXCLUDED 0x1      /* never redirect traffic arriving here */
+#define IFACE_ENGINE_FACING 0x2 /* only packet return here, never redirect */
+
+/* service.options */
+#define SERVICE_DYNAMIC 0x1 /* D bit of the redirect header */
+#define SERVICE_MASK 0x2    /* mask assignment (else hash) */
+
+/* bucket.flags */
+#define BUCKET_ASSIGNED 0x1  /* engine is meaningful */
+#define BUCKET_ALTERNATE 0x2 /* use the alternate hash's bucket (hash only) */
+#define BUCKET_STICKY 0x4    /* owner changed recently: TCP flows consult conns */
+
+/* engine.method */
+#define METHOD_GRE 1
+#define METHOD_L2 2
+
+/* engine.flags */
+#define ENGINE_USABLE 0x1
+
+/* WCCP service flags (draft-01 Service Info). */
+#define SF_SRC_IP_HASH 0x0001
+#define SF_DST_IP_HASH 0x0002
+#define SF_SRC_PORT_HASH 0x0004
+#define SF_DST_PORT_HASH 0x0008
+#define SF_SRC_IP_ALT_HASH 0x0100
+#define SF_DST_IP_ALT_HASH 0x0200
+#define SF_SRC_PORT_ALT_HASH 0x0400
+#define SF_DST_PORT_ALT_HASH 0x0800
+
+/* Redirect header flags, Wireshark layout (first nibble stays 0). */
+#define RH_DYNAMIC 0x01
+#define RH_ALTERNATE 0x02
+
+/*
+ * Why a packet got its verdict: exactly one per packet, counted in stats[reason].
+ */
+#define REASON_NOT_IPV4 0         /* not IPv4 (ARP, IPv6, ...) */
+#define REASON_MALFORMED 1        /* truncated or invalid headers */
+#define REASON_DISABLED 2         /* no table written, or disabled */
+#define REASON_EXCLUDED 3         /* arrived on an excluded interface */
+#define REASON_ENGINE_FACING 4    /* arrived on an engine-facing interface */
+#define REASON_FRAGMENT 5         /* IP fragment: never redirected */
+#define REASON_NO_SERVICE 6       /* no service matches */
+#define REASON_ENGINE_SOURCE 7    /* sent by an engine: its own connection */
+#define REASON_UNASSIGNED 8       /* fail open: bucket or value unassigned */
+#define REASON_ENGINE_DOWN 9      /* fail open: engine not usable */
+#define REASON_HEARTBEAT 10       /* fail open: controller heartbeat stale */
+#define REASON_TOO_BIG 11         /* would exceed the MTU, DF clear */
+#define REASON_TOO_BIG_DF 12      /* would exceed the MTU, DF set */
+#define REASON_REDIRECT_GRE 13    /* redirected in GRE */
+#define REASON_REDIRECT_L2 14     /* redirected by L2 rewrite */
+#define REASON_RETURN_GRE 15      /* returned packet, decapsulated */
+#define REASON_RETURN_BAD 16      /* GRE from an engine that we do not decapsulate */
+#define REASON_ADJUST_FAILED 17   /* bpf_xdp_adjust_head refused: passed */
+#define REASONS 32
+
+/* stats[] index layout. */
+#define STATS_SERVICE_BASE REASONS /* + service id * STATS_PER_SERVICE + kind */
+#define STATS_PER_SERVICE 4
+#define STATS_SERVICE_REDIRECTED 0
+#define STATS_SERVICE_FAILED_OPEN 1
+#define STATS_ENGINE_BASE (STATS_SERVICE_BASE + 256 * STATS_PER_SERVICE)
+#define STATS_PER_ENGINE 4
+#define STATS_ENGINE_REDIRECTED 0
+#define STATS_ENGINE_RETURNED 1
+#define STATS_ENGINE_CONN_HITS 2
+#define STATS_ENTRIES (STATS_ENGINE_BASE + MAX_ENGINES * STATS_PER_ENGINE)
+
 /* Packet and byte counts, the value of per-CPU counter maps.
  * Rust twin: redirector_ebpf::layout::Counters. */
 struct redirector_counters {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* The one control record, control[0]. Rust twin: layout::Control. */
+struct redirector_control {
+	/* CLOCK_MONOTONIC of the controller's last heartbeat. */
+	__u64 heartbeat_ns;
+	/* Redirection stops when now > heartbeat_ns + grace_ns. */
+	__u64 grace_ns;
+	/* Slot (generation & 1) that packets read. */
+	__u32 generation;
+	/* CONTROL_* */
+	__u32 flags;
+};
+
+/* ports[] value. Rust twin: layout::PortEntry. */
+struct redirector_port {
+	/* Preference of the best service matching this destination port. */
+	__u16 dst_pref;
+	/* Preference of the best service matching this source port. */
+	__u16 src_pref;
+};
+
+/* tables[] value. Rust twin: layout::TableHeader. */
+struct redirector_table {
+	/* Preference of the best service of each protocol matching any port. */
+	__u16 any_pref[PORT_PROTOCOLS];
+	/* Services in this slot, for the controller's reading. */
+	__u16 services;
+	__u16 reserved;
+};
+
+/* services[] value. Rust twin: layout::ServiceEntry. */
+struct redirector_service {
+	/* WCCP service flags (SF_*). */
+	__u32 flags;
+	/* Service id (redirect header, counters). */
+	__u8 service_id;
+	/* SERVICE_* */
+	__u8 options;
+	__u8 reserved[2];
+	/*
+	 * Mask assignment: bit k of the value index is the bit at mask_pos[k] of
+	 * the 96-bit number src_addr:dst_addr:src_port:dst_port (bit 0 is the
+	 * lowest bit of dst_port); NO_POSITION ends the list.
+	 */
+	__u8 mask_pos[MASK_POSITIONS];
+};
+
+/* buckets[] value. Rust twin: layout::BucketEntry. */
+struct redirector_bucket {
+	/* Engine index when BUCKET_ASSIGNED. */
+	__u8 engine;
+	/* BUCKET_* */
+	__u8 flags;
+};
+
+/* engines[] value. Rust twin: layout::EngineEntry. */
+struct redirector_engine {
+	/* Engine address, network order: outer destination, and identity. */
+	__u32 addr;
+	/* Outer source of GRE packets, network order. */
+	__u32 router_addr;
+	/* Destination MAC: the engine's, or its next hop's. */
+	__u8 dst_mac[6];
+	/* Source MAC: the egress interface's. */
+	__u8 src_mac[6];
+	/* Egress interface; 0 sends back out of the ingress one (XDP_TX). */
+	__u32 ifindex;
+	/* Largest IP packet the path takes after encapsulation; 0: unchecked. */
+	__u16 mtu;
+	/* METHOD_* */
+	__u8 method;
+	/* ENGINE_* */
+	__u8 flags;
+};
+
+/* engine_addrs key. Rust twin: layout::EngineKey. */
+struct redirector_engine_key {
+	__u32 slot;
+	/* Network order. */
+	__u32 addr;
+};
+
+/* conns key: a TCP flow as the client sends it. Rust twin: layout::FlowKey. */
+struct redirector_flow {
+	/* Network order. */
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 protocol;
+	__u8 reserved[3];
+};
+
+/* conns value. Rust twin: layout::ConnEntry. */
+struct redirector_conn {
+	/* Address of the engine chosen (network order), so that a reused index
+	 * never sends a flow to another engine. */
+	__u32 engine_addr;
+	/* Its index. */
+	__u32 engine;
 };
 
 #endif /* REDIRECTOR_H */

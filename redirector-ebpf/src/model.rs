@@ -1,0 +1,579 @@
+//! The reference model of the XDP program `xdp_redirect` (`src/bpf/redirect.c`): the
+//! same maps, the same per-packet decision, the same output bytes and counters, written
+//! for reading rather than for speed. The differential tests hold the C program to it.
+//!
+//! The order of the checks is part of the specification (it decides which reason a
+//! packet is counted under):
+//!
+//! 1. Ethernet, up to two VLAN tags (802.1Q / 802.1ad); not IPv4: pass.
+//! 2. IPv4 header: version, IHL, total length within the frame; otherwise malformed.
+//! 3. Control record: not enabled: pass. The generation picks the table slot.
+//! 4. GRE from an engine address: packet return (decapsulate WCCP GRE, pass).
+//! 5. Interface flags: excluded, or engine-facing: pass.
+//! 6. Fragments (first or not): pass; a flow's fragments must not split.
+//! 7. TCP or UDP header (ports; TCP flags); other protocols: no service.
+//! 8. Service: the best of the services matching the destination port, the source port,
+//!    or any port of the protocol.
+//! 9. Source is an engine (its own connection): pass.
+//! 10. Bucket (hash, with the alternate hash when the bucket says so) or mask value;
+//!     unassigned: fail open.
+//! 11. TCP non-SYN in a sticky bucket: the engine remembered at the flow's SYN, while it
+//!     is usable.
+//! 12. Engine not usable, or heartbeat stale: fail open.
+//! 13. GRE and too big for the engine's MTU: fail open (counted apart with DF set).
+//! 14. A SYN (without ACK) records its engine in the connection table.
+//! 15. L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
+//!     outer IPv4 (TOS and DF copied, TTL 64, id 0) + GRE 0x883E + redirect header.
+
+use std::collections::HashMap;
+
+use crate::layout::{
+    ConnEntry, Control, Counters, FlowKey, BUCKETS, BUCKET_ALTERNATE, BUCKET_ASSIGNED,
+    BUCKET_STICKY, CONTROL_ENABLED, ENGINE_USABLE, IFACE_ENGINE_FACING, IFACE_EXCLUDED,
+    MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES, METHOD_GRE, METHOD_L2, PORTS,
+    SERVICE_DYNAMIC, SERVICE_MASK, STATS_ENGINE_BASE, STATS_ENGINE_CONN_HITS,
+    STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES, STATS_PER_ENGINE,
+    STATS_PER_SERVICE, STATS_SERVICE_BASE, STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED,
+};
+use crate::table::{filter_position, Table};
+
+/// Why a packet got its verdict; the index of its counter in `stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Reason {
+    /// Not IPv4.
+    NotIpv4 = 0,
+    /// Truncated or invalid headers.
+    Malformed = 1,
+    /// No table, or redirection disabled.
+    Disabled = 2,
+    /// Arrived on an excluded interface.
+    Excluded = 3,
+    /// Arrived on an engine-facing interface.
+    EngineFacing = 4,
+    /// An IP fragment.
+    Fragment = 5,
+    /// No service matches.
+    NoService = 6,
+    /// Sent by an engine.
+    EngineSource = 7,
+    /// Fail open: bucket or value unassigned.
+    Unassigned = 8,
+    /// Fail open: engine unusable.
+    EngineDown = 9,
+    /// Fail open: the controller's heartbeat is stale.
+    Heartbeat = 10,
+    /// Too big for GRE, DF clear: forwarded unredirected.
+    TooBig = 11,
+    /// Too big for GRE, DF set: forwarded unredirected (ICMP not yet).
+    TooBigDf = 12,
+    /// Redirected in GRE.
+    RedirectGre = 13,
+    /// Redirected by L2 rewrite.
+    RedirectL2 = 14,
+    /// Returned by an engine in GRE and decapsulated.
+    ReturnGre = 15,
+    /// GRE from an engine that is not WCCP GRE we can decapsulate: passed untouched.
+    ReturnBad = 16,
+    /// `bpf_xdp_adjust_head` refused (never in the model).
+    AdjustFailed = 17,
+}
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub const ALL: [Reason; 18] = [
+        Reason::NotIpv4,
+        Reason::Malformed,
+        Reason::Disabled,
+        Reason::Excluded,
+        Reason::EngineFacing,
+        Reason::Fragment,
+        Reason::NoService,
+        Reason::EngineSource,
+        Reason::Unassigned,
+        Reason::EngineDown,
+        Reason::Heartbeat,
+        Reason::TooBig,
+        Reason::TooBigDf,
+        Reason::RedirectGre,
+        Reason::RedirectL2,
+        Reason::ReturnGre,
+        Reason::ReturnBad,
+        Reason::AdjustFailed,
+    ];
+
+    /// The reason with counter index `index`.
+    pub fn from_index(index: u32) -> Option<Reason> {
+        Reason::ALL.get(index as usize).copied()
+    }
+}
+
+/// The XDP verdict, as the kernel numbers it (`enum xdp_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// XDP_ABORTED.
+    Aborted,
+    /// XDP_DROP.
+    Drop,
+    /// XDP_PASS: on to the kernel's stack.
+    Pass,
+    /// XDP_TX: back out of the ingress interface.
+    Tx,
+    /// XDP_REDIRECT to an interface.
+    Redirect(u32),
+}
+
+impl Verdict {
+    /// The program's return value.
+    pub const fn code(self) -> u32 {
+        match self {
+            Verdict::Aborted => 0,
+            Verdict::Drop => 1,
+            Verdict::Pass => 2,
+            Verdict::Tx => 3,
+            Verdict::Redirect(_) => 4,
+        }
+    }
+}
+
+/// What the program does with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// The frame as the program leaves it.
+    pub frame: Vec<u8>,
+}
+
+/// The state of all maps, as the program sees them.
+#[derive(Clone, Debug)]
+pub struct Dataplane {
+    /// `control[0]`.
+    pub control: Control,
+    /// `ifaces[]`, [`MAX_IFINDEX`] entries.
+    pub ifaces: Vec<u32>,
+    /// The two table slots.
+    pub slots: [Table; 2],
+    /// `conns`.
+    pub conns: HashMap<FlowKey, ConnEntry>,
+    /// `stats`, summed over CPUs.
+    pub stats: Vec<Counters>,
+}
+
+impl Default for Dataplane {
+    /// Fresh maps: everything zero, so every packet passes.
+    fn default() -> Self {
+        Self {
+            control: Control::default(),
+            ifaces: vec![0; MAX_IFINDEX],
+            slots: [Table::default(), Table::default()],
+            conns: HashMap::new(),
+            stats: vec![Counters::default(); STATS_ENTRIES],
+        }
+    }
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_GRE: u8 = 47;
+const IP_MF_OFFSET: u16 = 0x3fff;
+const IP_DF: u16 = 0x4000;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+/// Outer IPv4 + GRE + redirect header.
+pub const GRE_OVERHEAD: usize = 28;
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The draft's fold of a key to a bucket.
+pub const fn fold(key: u32) -> u8 {
+    let h = key ^ (key >> 16);
+    ((h ^ (h >> 8)) & 0xff) as u8
+}
+
+/// The draft's key for the four hash flags in the low bits of `flags` (primary flags;
+/// shift the alternate ones down by 8).
+pub const fn hash_key(flags: u32, saddr: u32, daddr: u32, sport: u16, dport: u16) -> u32 {
+    let mut key = 0;
+    if flags & 0x1 != 0 {
+        key ^= saddr;
+    }
+    if flags & 0x2 != 0 {
+        key ^= daddr;
+    }
+    if flags & 0x4 != 0 {
+        key ^= sport as u32;
+    }
+    if flags & 0x8 != 0 {
+        key ^= dport as u32;
+    }
+    key
+}
+
+/// The mask value index of a packet under a service's mask positions.
+pub fn mask_index(
+    pos: &[u8; MASK_POSITIONS],
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+) -> u32 {
+    let packed = (u128::from(saddr) << 64)
+        | (u128::from(daddr) << 32)
+        | (u128::from(sport) << 16)
+        | u128::from(dport);
+    let mut index = 0;
+    for (k, &p) in pos.iter().enumerate() {
+        if p >= 96 {
+            break;
+        }
+        index |= ((packed >> p) & 1) as u32 * (1 << k);
+    }
+    index
+}
+
+/// The IPv4 header checksum of `header` (whose checksum field is zero).
+pub fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+impl Dataplane {
+    /// The table packets read now.
+    pub fn active(&self) -> &Table {
+        &self.slots[(self.control.generation & 1) as usize]
+    }
+
+    /// Installs a table the way the loader does: into the slot packets are not reading,
+    /// then flips the generation, so no packet sees half of it.
+    pub fn install(&mut self, table: Table) {
+        let next = self.control.generation.wrapping_add(1);
+        self.slots[(next & 1) as usize] = table;
+        self.control.generation = next;
+        self.control.flags |= CONTROL_ENABLED;
+    }
+
+    fn count(&mut self, index: usize, bytes: u64) {
+        if let Some(c) = self.stats.get_mut(index) {
+            c.packets += 1;
+            c.bytes += bytes;
+        }
+    }
+
+    fn finish(&mut self, verdict: Verdict, reason: Reason, frame: Vec<u8>, bytes: u64) -> Outcome {
+        self.count(reason as usize, bytes);
+        Outcome {
+            verdict,
+            reason,
+            frame,
+        }
+    }
+
+    fn fail_open(&mut self, reason: Reason, service: u8, frame: &[u8], bytes: u64) -> Outcome {
+        self.count(
+            STATS_SERVICE_BASE
+                + usize::from(service) * STATS_PER_SERVICE
+                + STATS_SERVICE_FAILED_OPEN,
+            bytes,
+        );
+        self.finish(Verdict::Pass, reason, frame.to_vec(), bytes)
+    }
+
+    /// Runs the program on one frame that arrived on `ifindex` at CLOCK_MONOTONIC `now_ns`.
+    pub fn process(&mut self, frame: &[u8], ifindex: u32, now_ns: u64) -> Outcome {
+        let bytes = frame.len() as u64;
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.to_vec(), bytes);
+
+        let Some(mut proto) = be16(frame, 12) else {
+            return pass(self, Reason::Malformed);
+        };
+        let mut l3 = 14;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let Some(p) = be16(frame, 16) else {
+                return pass(self, Reason::Malformed);
+            };
+            proto = p;
+            l3 = 18;
+            if proto == ETH_P_8021Q {
+                let Some(p) = be16(frame, 20) else {
+                    return pass(self, Reason::Malformed);
+                };
+                proto = p;
+                l3 = 22;
+            }
+        }
+        if proto != ETH_P_IP {
+            return pass(self, Reason::NotIpv4);
+        }
+        if frame.len() < l3 + 20 {
+            return pass(self, Reason::Malformed);
+        }
+        let ip = &frame[l3..];
+        if ip[0] >> 4 != 4 || ip[0] & 0xf < 5 {
+            return pass(self, Reason::Malformed);
+        }
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if ip.len() < ihl || tot_len < ihl || tot_len > ip.len() {
+            return pass(self, Reason::Malformed);
+        }
+        let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
+        let frag = frag_off & IP_MF_OFFSET != 0;
+        let protocol = ip[9];
+        let saddr_ne = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        let saddr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        let daddr = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+
+        if self.control.flags & CONTROL_ENABLED == 0 {
+            return pass(self, Reason::Disabled);
+        }
+        let slot = (self.control.generation & 1) as usize;
+
+        if protocol == IPPROTO_GRE {
+            let engine = self.slots[slot]
+                .engine_addrs
+                .iter()
+                .find(|&&(a, _)| a == saddr_ne)
+                .map(|&(_, i)| i);
+            if let Some(engine) = engine {
+                return self.packet_return(frame, l3, ihl, frag, engine, bytes);
+            }
+        }
+
+        let iface = if (ifindex as usize) < MAX_IFINDEX {
+            self.ifaces[ifindex as usize]
+        } else {
+            0
+        };
+        if iface & IFACE_EXCLUDED != 0 {
+            return pass(self, Reason::Excluded);
+        }
+        if iface & IFACE_ENGINE_FACING != 0 {
+            return pass(self, Reason::EngineFacing);
+        }
+        if frag {
+            return pass(self, Reason::Fragment);
+        }
+
+        let l4 = &ip[ihl..];
+        let (proto_i, tcp_flags) = match protocol {
+            IPPROTO_TCP if l4.len() >= 20 => (0, l4[13]),
+            IPPROTO_UDP if l4.len() >= 8 => (1, 0),
+            IPPROTO_TCP | IPPROTO_UDP => return pass(self, Reason::Malformed),
+            _ => return pass(self, Reason::NoService),
+        };
+        let sport = u16::from_be_bytes([l4[0], l4[1]]);
+        let dport = u16::from_be_bytes([l4[2], l4[3]]);
+
+        let table = &self.slots[slot];
+        let base = proto_i * PORTS;
+        let pref = table.ports[base + usize::from(dport)]
+            .dst_pref
+            .max(table.ports[base + usize::from(sport)].src_pref)
+            .max(table.header.any_pref[proto_i]);
+        if pref == 0 || usize::from(pref) > MAX_SERVICES {
+            return pass(self, Reason::NoService);
+        }
+        let rank = MAX_SERVICES - usize::from(pref);
+
+        let (word, bit) = filter_position(saddr);
+        if table.filter[word] >> bit & 1 == 1
+            && table.engine_addrs.iter().any(|&(a, _)| a == saddr_ne)
+        {
+            return pass(self, Reason::EngineSource);
+        }
+
+        let svc = table.services[rank];
+        let service = svc.service_id;
+        let svc_base = rank * BUCKETS;
+        let mask = svc.options & SERVICE_MASK != 0;
+        let primary = if mask {
+            (mask_index(&svc.mask_pos, saddr, daddr, sport, dport) as usize & (BUCKETS - 1)) as u8
+        } else {
+            fold(hash_key(svc.flags, saddr, daddr, sport, dport))
+        };
+        let b = table.buckets[svc_base + usize::from(primary)];
+        if b.flags & BUCKET_ASSIGNED == 0 {
+            return self.fail_open(Reason::Unassigned, service, frame, bytes);
+        }
+        let mut engine = usize::from(b.engine);
+        let sticky = b.flags & BUCKET_STICKY != 0;
+        let mut secondary = 0;
+        let alternate = b.flags & BUCKET_ALTERNATE != 0 && !mask;
+        if alternate {
+            secondary = fold(hash_key(svc.flags >> 8, saddr, daddr, sport, dport));
+            let b2 = table.buckets[svc_base + usize::from(secondary)];
+            if b2.flags & BUCKET_ASSIGNED == 0 {
+                return self.fail_open(Reason::Unassigned, service, frame, bytes);
+            }
+            engine = usize::from(b2.engine);
+        }
+
+        let flow = FlowKey {
+            saddr: saddr_ne,
+            daddr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            protocol: IPPROTO_TCP,
+            reserved: [0; 3],
+        };
+        let syn = proto_i == 0 && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let mut conn_hit = false;
+        if proto_i == 0 && !syn && sticky {
+            if let Some(c) = self.conns.get(&flow) {
+                let idx = c.engine as usize & (MAX_ENGINES - 1);
+                let e = table.engines[idx];
+                if e.addr == c.engine_addr && e.flags & ENGINE_USABLE != 0 {
+                    engine = idx;
+                    conn_hit = true;
+                }
+            }
+        }
+        let eng = table.engines[engine];
+        if conn_hit {
+            self.count(
+                STATS_ENGINE_BASE + engine * STATS_PER_ENGINE + STATS_ENGINE_CONN_HITS,
+                bytes,
+            );
+        }
+        if eng.flags & ENGINE_USABLE == 0 {
+            return self.fail_open(Reason::EngineDown, service, frame, bytes);
+        }
+        if now_ns
+            > self
+                .control
+                .heartbeat_ns
+                .wrapping_add(self.control.grace_ns)
+        {
+            return self.fail_open(Reason::Heartbeat, service, frame, bytes);
+        }
+        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
+        {
+            let reason = if frag_off & IP_DF != 0 {
+                Reason::TooBigDf
+            } else {
+                Reason::TooBig
+            };
+            return self.fail_open(reason, service, frame, bytes);
+        }
+        if syn {
+            self.conns.insert(
+                flow,
+                ConnEntry {
+                    engine_addr: eng.addr,
+                    engine: engine as u32,
+                },
+            );
+        }
+
+        let (out, reason) = if eng.method == METHOD_L2 {
+            let mut out = frame.to_vec();
+            out[..6].copy_from_slice(&eng.dst_mac);
+            out[6..12].copy_from_slice(&eng.src_mac);
+            (out, Reason::RedirectL2)
+        } else {
+            let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD);
+            out.extend_from_slice(&eng.dst_mac);
+            out.extend_from_slice(&eng.src_mac);
+            out.extend_from_slice(&ETH_P_IP.to_be_bytes());
+            let mut outer = [0u8; 20];
+            outer[0] = 0x45;
+            outer[1] = ip[1];
+            outer[2..4].copy_from_slice(&((tot_len + GRE_OVERHEAD) as u16).to_be_bytes());
+            outer[6..8].copy_from_slice(&(frag_off & IP_DF).to_be_bytes());
+            outer[8] = 64;
+            outer[9] = IPPROTO_GRE;
+            outer[12..16].copy_from_slice(&eng.router_addr.to_ne_bytes());
+            outer[16..20].copy_from_slice(&eng.addr.to_ne_bytes());
+            let check = ipv4_checksum(&outer);
+            outer[10..12].copy_from_slice(&check.to_be_bytes());
+            out.extend_from_slice(&outer);
+            out.extend_from_slice(&[0, 0, 0x88, 0x3e]);
+            let mut rh0 = 0;
+            if svc.options & SERVICE_DYNAMIC != 0 {
+                rh0 |= 0x01;
+            }
+            if alternate {
+                rh0 |= 0x02;
+            }
+            out.extend_from_slice(&[rh0, service, secondary, primary]);
+            out.extend_from_slice(&frame[l3..]);
+            (out, Reason::RedirectGre)
+        };
+        self.count(
+            STATS_SERVICE_BASE
+                + usize::from(service) * STATS_PER_SERVICE
+                + STATS_SERVICE_REDIRECTED,
+            bytes,
+        );
+        self.count(
+            STATS_ENGINE_BASE + engine * STATS_PER_ENGINE + STATS_ENGINE_REDIRECTED,
+            bytes,
+        );
+        let verdict = if eng.ifindex == 0 {
+            Verdict::Tx
+        } else {
+            Verdict::Redirect(eng.ifindex)
+        };
+        self.finish(verdict, reason, out, bytes)
+    }
+
+    /// Step 4: GRE from an engine.
+    fn packet_return(
+        &mut self,
+        frame: &[u8],
+        l3: usize,
+        ihl: usize,
+        frag: bool,
+        engine: u32,
+        bytes: u64,
+    ) -> Outcome {
+        let bad =
+            |dp: &mut Self| dp.finish(Verdict::Pass, Reason::ReturnBad, frame.to_vec(), bytes);
+        if frag {
+            return bad(self);
+        }
+        let gre = l3 + ihl;
+        if be32(frame, gre) != Some(0x0000_883e) || frame.len() < gre + 5 {
+            return bad(self);
+        }
+        let mut remove = ihl + 4;
+        if frame[gre + 4] >> 4 != 4 {
+            remove += 4;
+        }
+        let inner = l3 + remove;
+        if frame.len() < inner + 20 || frame[inner] >> 4 != 4 {
+            return bad(self);
+        }
+        // The C program checks that the 22 bytes it may copy are in the frame.
+        if frame.len() < remove + 22 {
+            return bad(self);
+        }
+        let mut out = frame[..l3].to_vec();
+        out.extend_from_slice(&frame[inner..]);
+        self.count(
+            STATS_ENGINE_BASE
+                + (engine as usize & (MAX_ENGINES - 1)) * STATS_PER_ENGINE
+                + STATS_ENGINE_RETURNED,
+            bytes,
+        );
+        self.finish(Verdict::Pass, Reason::ReturnGre, out, bytes)
+    }
+}

@@ -1,0 +1,514 @@
+//! The C program against the Rust model: the same tables, the same packets (random and
+//! edge cases), the same verdict, output bytes, counters and connection table. Runs the
+//! program with BPF_PROG_TEST_RUN; needs root.
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use redirector_ebpf::{
+    layout::{
+        IFACE_ENGINE_FACING, IFACE_EXCLUDED, MAX_ENGINES, STATS_ENGINE_BASE,
+        STATS_ENGINE_CONN_HITS, STATS_PER_ENGINE,
+    },
+    model::{Dataplane, Outcome},
+    table::{Assignment, EngineConfig, Method, Protocol, ServiceConfig, Slot, TableConfig},
+    Redirector,
+};
+use wccp::assign::Mask;
+
+/// The ifindex BPF_PROG_TEST_RUN gives an XDP program: the loopback device.
+const TEST_IFINDEX: u32 = 1;
+/// Heartbeats the kernel's clock can only be fresh against (the sum never passes
+/// u64::MAX) and only stale against (any time after boot exceeds 1).
+const FRESH: (u64, u64) = (u64::MAX / 2, 0);
+const STALE: (u64, u64) = (0, 1);
+/// What the model takes as "now" in both cases.
+const MODEL_NOW: u64 = u64::MAX / 4;
+
+/// xorshift64*: reproducible without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+const PORT_POOL: [u16; 8] = [80, 443, 8080, 53, 3128, 21, 25, 1];
+const ADDR_POOL: [Ipv4Addr; 8] = [
+    Ipv4Addr::new(192, 0, 2, 1),
+    Ipv4Addr::new(192, 0, 2, 77),
+    Ipv4Addr::new(198, 51, 100, 9),
+    Ipv4Addr::new(198, 51, 100, 200),
+    Ipv4Addr::new(203, 0, 113, 5),
+    Ipv4Addr::new(10, 1, 2, 3),
+    Ipv4Addr::new(172, 16, 255, 1),
+    Ipv4Addr::new(100, 64, 0, 1),
+];
+
+fn random_slot(rng: &mut Rng, engines: usize) -> Slot {
+    Slot {
+        engine: if engines > 0 && rng.chance(85) {
+            Some(rng.below(engines as u64) as u8)
+        } else {
+            None
+        },
+        alternate: rng.chance(15),
+        sticky: rng.chance(40),
+    }
+}
+
+fn random_engine(rng: &mut Rng, i: usize) -> EngineConfig {
+    EngineConfig {
+        addr: Ipv4Addr::new(10, 99, rng.below(4) as u8, i as u8 + 1),
+        router_addr: Ipv4Addr::new(10, 99, 0, 254),
+        dst_mac: [0x02, 0xee, 0, 0, 0, i as u8],
+        src_mac: [0x02, 0xaa, 0, 0, 0, 1],
+        ifindex: if rng.chance(50) {
+            0
+        } else {
+            rng.below(8) as u32 + 2
+        },
+        mtu: rng.pick(&[0, 1500, 1500, 600, 1000]),
+        method: if rng.chance(70) {
+            Method::Gre
+        } else {
+            Method::L2
+        },
+        usable: rng.chance(85),
+    }
+}
+
+fn random_mask(rng: &mut Rng) -> Mask {
+    let budget = rng.below(8) as u32;
+    let (mut s, mut d, mut sp, mut dp) = (0u32, 0u32, 0u16, 0u16);
+    for _ in 0..budget {
+        match rng.below(4) {
+            0 => s |= 1 << rng.below(32),
+            1 => d |= 1 << rng.below(32),
+            2 => sp |= 1 << rng.below(16),
+            _ => dp |= 1 << rng.below(16),
+        }
+    }
+    Mask::new(s, d, sp, dp).expect("at most 7 bits")
+}
+
+fn random_config(rng: &mut Rng) -> TableConfig {
+    let engine_count = rng.below(9) as usize;
+    let engines = (0..engine_count).map(|i| random_engine(rng, i)).collect();
+    let service_count = if rng.chance(5) {
+        256
+    } else {
+        rng.below(6) as usize
+    };
+    let mut ids: Vec<u8> = (0..=255).collect();
+    for i in 0..ids.len() {
+        let j = rng.below(256) as usize;
+        ids.swap(i, j);
+    }
+    let services = ids[..service_count]
+        .iter()
+        .map(|&id| {
+            // Every combination of the hash, alternate and port flags over the run.
+            let flags = (rng.next() as u32) & 0x0f3f;
+            let ports = (0..rng.below(9)).map(|_| rng.pick(&PORT_POOL)).collect();
+            let assignment = if rng.chance(25) {
+                let mask = random_mask(rng);
+                let values = (0..mask.value_count())
+                    .map(|_| random_slot(rng, engine_count))
+                    .collect();
+                Assignment::Mask { mask, values }
+            } else {
+                Assignment::Hash((0..256).map(|_| random_slot(rng, engine_count)).collect())
+            };
+            ServiceConfig {
+                id,
+                dynamic: rng.chance(70),
+                protocol: if rng.chance(70) {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                },
+                priority: rng.below(4) as u8,
+                flags,
+                ports,
+                assignment,
+            }
+        })
+        .collect();
+    TableConfig { services, engines }
+}
+
+/// A rebalance: some buckets move (and turn sticky), some engines come and go.
+fn mutate(rng: &mut Rng, config: &TableConfig) -> TableConfig {
+    let mut next = config.clone();
+    let engines = next.engines.len();
+    for e in &mut next.engines {
+        if rng.chance(20) {
+            e.usable = !e.usable;
+        }
+    }
+    for s in &mut next.services {
+        let slots = match &mut s.assignment {
+            Assignment::Hash(slots) => slots,
+            Assignment::Mask { values, .. } => values,
+        };
+        for slot in slots.iter_mut() {
+            if rng.chance(20) {
+                *slot = random_slot(rng, engines);
+                slot.sticky = rng.chance(80);
+            }
+        }
+    }
+    next
+}
+
+struct Flow {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    tcp: bool,
+}
+
+fn ipv4_header(
+    rng: &mut Rng,
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: usize,
+) -> Vec<u8> {
+    let options = if rng.chance(10) {
+        rng.below(11) as usize * 4
+    } else {
+        0
+    };
+    let ihl = 20 + options;
+    let mut h = vec![0u8; ihl];
+    h[0] = 0x40 | (ihl / 4) as u8;
+    h[1] = rng.next() as u8;
+    h[2..4].copy_from_slice(&((ihl + payload) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&(rng.next() as u16).to_be_bytes());
+    let mut frag: u16 = if rng.chance(50) { 0x4000 } else { 0 };
+    if rng.chance(4) {
+        frag |= 0x2000;
+    }
+    if rng.chance(3) {
+        frag |= rng.below(0x1fff) as u16 + 1;
+    }
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = if rng.chance(10) { 1 } else { rng.next() as u8 };
+    h[9] = protocol;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    for (i, b) in h[20..].iter_mut().enumerate() {
+        *b = if i % 5 == 4 { 0 } else { 1 };
+    }
+    let check = redirector_ebpf::model::ipv4_checksum(&h);
+    h[10..12].copy_from_slice(&check.to_be_bytes());
+    h
+}
+
+fn ethernet(rng: &mut Rng, ethertype: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0, rng.next() as u8];
+    let tags = rng.pick(&[0, 0, 0, 0, 1, 2]);
+    if tags == 2 {
+        f.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20]);
+    } else if tags == 1 {
+        let tpid: u16 = rng.pick(&[0x8100, 0x88a8]);
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&[0, 30]);
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// A flow's frame: TCP with a random handshake state, or UDP.
+fn flow_packet(rng: &mut Rng, flow: &Flow) -> Vec<u8> {
+    let mut f = ethernet(rng, 0x0800);
+    f.extend(ip_packet(rng, flow));
+    f
+}
+
+/// A flow's IP packet.
+fn ip_packet(rng: &mut Rng, flow: &Flow) -> Vec<u8> {
+    let payload_len = if rng.chance(5) {
+        1400 + rng.below(81) as usize
+    } else {
+        rng.below(120) as usize
+    };
+    let mut l4 = if flow.tcp {
+        let mut t = vec![0u8; 20];
+        t[12] = 0x50;
+        let any = rng.next() as u8;
+        t[13] = rng.pick(&[0x02, 0x02, 0x12, 0x10, 0x18, 0x11, 0x04, any]);
+        t
+    } else {
+        let mut u = vec![0u8; 8];
+        u[4..6].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+        u
+    };
+    l4[0..2].copy_from_slice(&flow.sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&flow.dport.to_be_bytes());
+    l4.extend(rng.bytes(payload_len));
+    let protocol = if flow.tcp { 6 } else { 17 };
+    let mut p = ipv4_header(rng, protocol, flow.src, flow.dst, l4.len());
+    p.extend(l4);
+    p
+}
+
+/// A GRE packet, from an engine or not, well-formed WCCP or not.
+fn gre_packet(rng: &mut Rng, config: &TableConfig) -> Vec<u8> {
+    let src = match config.engines.first() {
+        Some(_) if rng.chance(80) => {
+            config.engines[rng.below(config.engines.len() as u64) as usize].addr
+        }
+        _ => rng.pick(&ADDR_POOL),
+    };
+    let inner_flow = Flow {
+        src: rng.pick(&ADDR_POOL),
+        dst: rng.pick(&ADDR_POOL),
+        sport: rng.next() as u16,
+        dport: rng.pick(&PORT_POOL),
+        tcp: rng.chance(80),
+    };
+    let inner_ip = ip_packet(rng, &inner_flow);
+    let mut gre = vec![0, 0, 0x88, 0x3e];
+    if rng.chance(5) {
+        gre = vec![0x20, 0, 0x88, 0x3e, 0, 0, 0, 1];
+    } else if rng.chance(5) {
+        gre = vec![0, 0, 0x08, 0x00];
+    }
+    if rng.chance(70) {
+        gre.extend_from_slice(&[
+            rng.pick(&[0, 1, 2, 3]),
+            rng.next() as u8,
+            0,
+            rng.next() as u8,
+        ]);
+    }
+    if rng.chance(3) {
+        gre.extend_from_slice(&[0x60, 0, 0, 0]);
+    }
+    gre.extend(inner_ip);
+    let mut f = ethernet(rng, 0x0800);
+    f.extend(ipv4_header(
+        rng,
+        47,
+        src,
+        Ipv4Addr::new(10, 99, 0, 254),
+        gre.len(),
+    ));
+    f.extend(gre);
+    f
+}
+
+fn random_frame(rng: &mut Rng, config: &TableConfig, flows: &[Flow]) -> Vec<u8> {
+    let mut f = match rng.below(100) {
+        0..=3 => {
+            let ethertype = rng.pick(&[0x0806, 0x86dd, 0x8847]);
+            let mut f = ethernet(rng, ethertype);
+            let n = rng.below(60) as usize + 20;
+            f.extend(rng.bytes(n));
+            f
+        }
+        4..=11 => gre_packet(rng, config),
+        12..=14 => {
+            let mut f = ethernet(rng, 0x0800);
+            let src = rng.pick(&ADDR_POOL);
+            let protocol = rng.pick(&[1, 50, 132]);
+            f.extend(ipv4_header(rng, protocol, src, src, 30));
+            f.extend(rng.bytes(30));
+            f
+        }
+        15..=19 if !config.engines.is_empty() => {
+            // An engine's own connection.
+            let e = config.engines[rng.below(config.engines.len() as u64) as usize];
+            let flow = Flow {
+                src: e.addr,
+                dst: rng.pick(&ADDR_POOL),
+                sport: rng.next() as u16,
+                dport: rng.pick(&PORT_POOL),
+                tcp: rng.chance(80),
+            };
+            flow_packet(rng, &flow)
+        }
+        _ => {
+            let i = rng.below(flows.len() as u64) as usize;
+            flow_packet(rng, &flows[i])
+        }
+    };
+    // Damage: truncation, bad version or length, trailing padding.
+    match rng.below(100) {
+        0..=3 if f.len() > 15 => {
+            let keep = 14 + rng.below(f.len() as u64 - 14) as usize;
+            f.truncate(keep);
+        }
+        4 if f.len() > 20 => f[14] = rng.next() as u8,
+        5 if f.len() > 20 => f[16] = rng.next() as u8,
+        6..=8 => f.extend(std::iter::repeat_n(0, rng.below(20) as usize)),
+        _ => {}
+    }
+    f
+}
+
+fn random_flows(rng: &mut Rng) -> Vec<Flow> {
+    (0..64)
+        .map(|_| Flow {
+            src: rng.pick(&ADDR_POOL),
+            dst: rng.pick(&ADDR_POOL),
+            sport: if rng.chance(30) {
+                rng.pick(&PORT_POOL)
+            } else {
+                1024 + rng.below(64) as u16
+            },
+            dport: if rng.chance(80) {
+                rng.pick(&PORT_POOL)
+            } else {
+                rng.next() as u16
+            },
+            tcp: rng.chance(75),
+        })
+        .collect()
+}
+
+/// One packet through both; panics with the frame in hex on any difference.
+fn run_one(
+    redirector: &mut Redirector,
+    model: &mut Dataplane,
+    frame: &[u8],
+    what: &str,
+) -> Outcome {
+    let expected = model.process(frame, TEST_IFINDEX, MODEL_NOW);
+    let mut out = vec![0u8; frame.len() + 256];
+    let program = redirector.program().unwrap_or_else(|e| panic!("{e}"));
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
+    let got = &out[..result.data_size_out as usize];
+    if result.return_value != expected.verdict.code() || got != expected.frame.as_slice() {
+        panic!(
+            "{what}: program and model disagree\ninput    {}\nmodel    {:?} {:?} {}\nprogram  verdict {} {}",
+            hex(frame),
+            expected.verdict,
+            expected.reason,
+            hex(&expected.frame),
+            result.return_value,
+            hex(got)
+        );
+    }
+    expected
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn compare_state(redirector: &mut Redirector, model: &Dataplane, what: &str) {
+    let stats = redirector.stats().unwrap_or_else(|e| panic!("{e}"));
+    for (i, (got, want)) in stats.iter().zip(&model.stats).enumerate() {
+        assert_eq!(got, want, "{what}: stats[{i}]");
+    }
+    let mut conns = redirector.conns().unwrap_or_else(|e| panic!("{e}"));
+    let mut expected: Vec<_> = model.conns.iter().map(|(k, v)| (*k, *v)).collect();
+    let key = |(k, _): &(redirector_ebpf::layout::FlowKey, _)| (k.saddr, k.daddr, k.sport, k.dport);
+    conns.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(conns, expected, "{what}: connection table");
+}
+
+#[test]
+fn program_matches_model_on_random_packets() {
+    let mut redirector = Redirector::load().unwrap_or_else(|e| panic!("{e}"));
+    let mut model = Dataplane::default();
+    let mut rng = Rng(0x5eed_cafe_f00d_0001);
+    let rounds = 60;
+    let per_table = 850;
+    let mut packets = 0usize;
+    let mut reasons = std::collections::BTreeMap::new();
+
+    for round in 0..rounds {
+        let config = random_config(&mut rng);
+        let flows = random_flows(&mut rng);
+        let iface = match round % 12 {
+            3 => IFACE_EXCLUDED,
+            7 => IFACE_ENGINE_FACING,
+            _ => 0,
+        };
+        redirector
+            .set_iface_flags(TEST_IFINDEX, iface)
+            .unwrap_or_else(|e| panic!("{e}"));
+        model.ifaces[TEST_IFINDEX as usize] = iface;
+        let (hb, grace) = if rng.chance(8) { STALE } else { FRESH };
+        redirector
+            .set_heartbeat(hb, grace)
+            .unwrap_or_else(|e| panic!("{e}"));
+        model.control.heartbeat_ns = hb;
+        model.control.grace_ns = grace;
+
+        let mut table_config = config;
+        for step in 0..2 {
+            let table = table_config.compile().unwrap_or_else(|e| panic!("{e}"));
+            redirector.install(&table).unwrap_or_else(|e| panic!("{e}"));
+            model.install(table);
+            let enabled = !rng.chance(3);
+            redirector
+                .set_enabled(enabled)
+                .unwrap_or_else(|e| panic!("{e}"));
+            model.control.flags = u32::from(enabled);
+            assert_eq!(redirector.control(), model.control);
+            for i in 0..per_table {
+                let frame = random_frame(&mut rng, &table_config, &flows);
+                let what = format!("round {round} table {step} packet {i}");
+                let outcome = run_one(&mut redirector, &mut model, &frame, &what);
+                *reasons.entry(outcome.reason).or_insert(0usize) += 1;
+                packets += 1;
+            }
+            compare_state(
+                &mut redirector,
+                &model,
+                &format!("round {round} table {step}"),
+            );
+            table_config = mutate(&mut rng, &table_config);
+        }
+        redirector.clear_conns().unwrap_or_else(|e| panic!("{e}"));
+        model.conns.clear();
+    }
+    eprintln!("{packets} packets; by reason: {reasons:?}");
+    assert!(packets >= 100_000);
+    // Every path was taken (adjust_head never fails in a test run).
+    for reason in redirector_ebpf::model::Reason::ALL {
+        if reason != redirector_ebpf::model::Reason::AdjustFailed {
+            assert!(
+                reasons.get(&reason).copied().unwrap_or(0) > 0,
+                "no packet took {reason:?}"
+            );
+        }
+    }
+    let conn_hits: u64 = (0..MAX_ENGINES)
+        .map(|e| {
+            model.stats[STATS_ENGINE_BASE + e * STATS_PER_ENGINE + STATS_ENGINE_CONN_HITS].packets
+        })
+        .sum();
+    eprintln!("connection-table hits: {conn_hits}");
+    assert!(conn_hits > 0, "no packet followed the connection table");
+}
