@@ -97,6 +97,7 @@ pub struct Net {
     queue: Vec<InFlight>,
     seq: u64,
     cut: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    blocked: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
     silent: BTreeSet<Ipv4Addr>,
     pub log: Vec<Record>,
     /// Every datagram delivered: (time, from, to, bytes).
@@ -120,6 +121,7 @@ impl Net {
             queue: Vec::new(),
             seq: 0,
             cut: BTreeSet::new(),
+            blocked: BTreeSet::new(),
             silent: BTreeSet::new(),
             log: Vec::new(),
             wire_log: Vec::new(),
@@ -159,6 +161,16 @@ impl Net {
         self.cut.insert((a.min(b), a.max(b)));
     }
 
+    /// Messages from `from` to `to` are lost (one way) until [`Net::unblock`].
+    pub fn block(&mut self, from: Ipv4Addr, to: Ipv4Addr) {
+        self.blocked.insert((from, to));
+    }
+
+    /// Ends a [`Net::block`].
+    pub fn unblock(&mut self, from: Ipv4Addr, to: Ipv4Addr) {
+        self.blocked.remove(&(from, to));
+    }
+
     /// A router restart: all state lost, same configuration.
     pub fn restart_router(&mut self, cfg: RouterConfig) {
         self.routers.insert(cfg.router_id, Router::new(cfg));
@@ -188,7 +200,7 @@ impl Net {
             None => vec![to],
         };
         for t in targets {
-            if self.cut.contains(&(from.min(t), from.max(t))) {
+            if self.cut.contains(&(from.min(t), from.max(t))) || self.blocked.contains(&(from, t)) {
                 continue;
             }
             self.seq += 1;
