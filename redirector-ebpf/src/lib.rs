@@ -31,9 +31,12 @@
 //!
 //! - Done: map layout and `#[repr(C)]` twins (BTF-checked); model; C program (verifier
 //!   clean); differential test, 102 000 random packets over 120 tables, exact agreement
-//!   on verdict, bytes, counters and connection table; loader: load, install a table
-//!   atomically, heartbeat, enable, interface flags, counters, connection table.
-//! - Next: fixture files replayed by both; attach/detach (native, generic fallback),
+//!   on verdict, bytes, counters and connection table; 20 named edge cases in
+//!   `tests/fixtures/edge-cases.txt` replayed by both (`REDIRECTOR_BLESS=1` rewrites the
+//!   file from the model); model checked against `wccp::assign` (hash, mask) and
+//!   `wccp::wire` (GRE); loader: load, install a table atomically, heartbeat, enable,
+//!   interface flags, counters, connection table.
+//! - Next: attach/detach (native, generic fallback),
 //!   pinning of maps and links under one pin root, adoption on restart; benchmarks
 //!   (`cargo xtask bench`).
 //! - Later: redirect lists (prefixes to redirect or skip), MSS clamping, ICMP

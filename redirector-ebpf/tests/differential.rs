@@ -512,3 +512,267 @@ fn program_matches_model_on_random_packets() {
     eprintln!("connection-table hits: {conn_hits}");
     assert!(conn_hits > 0, "no packet followed the connection table");
 }
+
+/// A frame for the fixtures, every field chosen.
+#[allow(clippy::too_many_arguments)]
+fn fixture_frame(
+    tags: &[u16],
+    options: usize,
+    frag_off: u16,
+    ttl: u8,
+    protocol: u8,
+    src: [u8; 4],
+    l4: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 0, 9];
+    for &tpid in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&[0, 7]);
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ihl = 20 + options;
+    let mut ip = vec![0u8; ihl];
+    ip[0] = 0x40 | (ihl / 4) as u8;
+    ip[2..4].copy_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
+    ip[6..8].copy_from_slice(&frag_off.to_be_bytes());
+    ip[8] = ttl;
+    ip[9] = protocol;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&[198, 51, 100, 1]);
+    for b in &mut ip[20..] {
+        *b = 1;
+    }
+    let c = redirector_ebpf::model::ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+fn tcp(dport: u16, flags: u8, payload: usize) -> Vec<u8> {
+    let mut t = vec![0u8; 20 + payload];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t
+}
+
+fn fixture_config() -> TableConfig {
+    let engine = |i: u8, method| EngineConfig {
+        addr: Ipv4Addr::new(10, 0, 0, i),
+        router_addr: Ipv4Addr::new(10, 0, 0, 1),
+        dst_mac: [2, 0xee, 0, 0, 0, i],
+        src_mac: [2, 0xaa, 0, 0, 0, 1],
+        ifindex: 0,
+        mtu: 1500,
+        method,
+        usable: true,
+    };
+    let all = |e| Slot {
+        engine: Some(e),
+        ..Slot::default()
+    };
+    TableConfig {
+        services: vec![
+            ServiceConfig {
+                id: 0,
+                dynamic: false,
+                protocol: Protocol::Tcp,
+                priority: 0,
+                flags: wccp::assign::flags::DST_IP_HASH | wccp::assign::flags::PORTS_DEFINED,
+                ports: vec![80],
+                assignment: Assignment::Hash(vec![all(0); 256]),
+            },
+            ServiceConfig {
+                id: 91,
+                dynamic: true,
+                protocol: Protocol::Udp,
+                priority: 1,
+                flags: wccp::assign::flags::SRC_IP_HASH | wccp::assign::flags::PORTS_DEFINED,
+                ports: vec![53],
+                assignment: Assignment::Hash(vec![all(1); 256]),
+            },
+        ],
+        engines: vec![engine(2, Method::Gre), engine(3, Method::L2)],
+    }
+}
+
+/// The edge cases the issue names, by name.
+fn fixture_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let client = [192, 0, 2, 7];
+    let engine = [10, 0, 0, 2];
+    let syn = tcp(80, 0x02, 0);
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&5353u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+    let redirected = fixture_frame(&[], 0, 0x4000, 1, 6, client, &syn);
+    let mut gre_rh = vec![0, 0, 0x88, 0x3e, 0x01, 0, 0, 0];
+    gre_rh.extend_from_slice(&redirected[14..]);
+    let mut gre_plain = vec![0, 0, 0x88, 0x3e];
+    gre_plain.extend_from_slice(&redirected[14..]);
+    let mut gre_keyed = vec![0x20, 0, 0x88, 0x3e, 0, 0, 0, 1];
+    gre_keyed.extend_from_slice(&redirected[14..]);
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    let plain = fixture_frame(&[], 0, 0, 64, 6, client, &syn);
+    vec![
+        ("arp", arp),
+        ("truncated ethernet+ip", plain[..30].to_vec()),
+        ("truncated tcp", plain[..40].to_vec()),
+        ("tcp syn to service 0", plain.clone()),
+        (
+            "tcp ack to service 0",
+            fixture_frame(&[], 0, 0, 64, 6, client, &tcp(80, 0x10, 10)),
+        ),
+        (
+            "802.1q tag",
+            fixture_frame(&[0x8100], 0, 0, 64, 6, client, &syn),
+        ),
+        (
+            "802.1ad + 802.1q tags",
+            fixture_frame(&[0x88a8, 0x8100], 0, 0, 64, 6, client, &syn),
+        ),
+        (
+            "ip options 40 bytes",
+            fixture_frame(&[], 40, 0, 64, 6, client, &syn),
+        ),
+        (
+            "first fragment",
+            fixture_frame(&[], 0, 0x2000, 64, 6, client, &syn),
+        ),
+        (
+            "non-first fragment",
+            fixture_frame(&[], 0, 0x0010, 64, 6, client, &syn),
+        ),
+        ("ttl 1 redirected", redirected.clone()),
+        (
+            "no service port",
+            fixture_frame(&[], 0, 0, 64, 6, client, &tcp(8080, 0x02, 0)),
+        ),
+        (
+            "udp service 91 (l2)",
+            fixture_frame(&[], 0, 0, 64, 17, client, &udp),
+        ),
+        (
+            "engine's own connection",
+            fixture_frame(&[], 0, 0, 64, 6, engine, &syn),
+        ),
+        (
+            "oversize with df",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &tcp(80, 0x10, 1460)),
+        ),
+        (
+            "oversize without df",
+            fixture_frame(&[], 0, 0, 64, 6, client, &tcp(80, 0x10, 1460)),
+        ),
+        (
+            "return with redirect header, ttl 1 inside",
+            fixture_frame(&[], 0, 0, 64, 47, engine, &gre_rh),
+        ),
+        (
+            "return without redirect header",
+            fixture_frame(&[0x8100], 0, 0, 64, 47, engine, &gre_plain),
+        ),
+        (
+            "return with gre key: not decapsulated",
+            fixture_frame(&[], 0, 0, 64, 47, engine, &gre_keyed),
+        ),
+        (
+            "gre from a non-engine",
+            fixture_frame(&[], 0, 0, 64, 47, client, &gre_rh),
+        ),
+    ]
+}
+
+fn verdict_name(code: u32) -> &'static str {
+    [
+        "XDP_ABORTED",
+        "XDP_DROP",
+        "XDP_PASS",
+        "XDP_TX",
+        "XDP_REDIRECT",
+    ]
+    .get(code as usize)
+    .copied()
+    .unwrap_or("?")
+}
+
+/// Fixture file `tests/fixtures/edge-cases.txt`: {input, expected action, expected output}
+/// per case, replayed by the model and by the program. `REDIRECTOR_BLESS=1` rewrites it
+/// from the model (review the diff).
+#[test]
+fn fixtures_replay_in_model_and_program() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/edge-cases.txt");
+    let table = fixture_config().compile().unwrap_or_else(|e| panic!("{e}"));
+    let fresh = || {
+        let mut model = Dataplane::default();
+        model.control.heartbeat_ns = FRESH.0;
+        model.control.grace_ns = FRESH.1;
+        model.install(table.clone());
+        model
+    };
+    if std::env::var_os("REDIRECTOR_BLESS").is_some() {
+        let mut model = fresh();
+        let mut text = String::from(
+            "# Edge cases for xdp_redirect, table: tests/differential.rs fixture_config().\n\
+             # Per case: name, input frame, expected verdict and reason, expected output.\n",
+        );
+        for (name, frame) in fixture_inputs() {
+            let o = model.process(&frame, TEST_IFINDEX, MODEL_NOW);
+            text.push_str(&format!(
+                "\ncase {name}\nin {}\naction {} {:?}\nout {}\n",
+                hex(&frame),
+                verdict_name(o.verdict.code()),
+                o.reason,
+                hex(&o.frame)
+            ));
+        }
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    };
+    let mut model = fresh();
+    let mut redirector = Redirector::load().unwrap_or_else(|e| panic!("{e}"));
+    redirector
+        .set_heartbeat(FRESH.0, FRESH.1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    redirector.install(&table).unwrap_or_else(|e| panic!("{e}"));
+    let mut mirror = fresh();
+    let mut cases = 0;
+    for block in text.split("\ncase ").skip(1) {
+        let mut lines = block.lines();
+        let name = lines.next().unwrap_or_default();
+        let field = |prefix: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("{name}: no {prefix}line"))
+                .to_owned()
+        };
+        let input = unhex(&field("in "));
+        let action = field("action ");
+        let output = unhex(&field("out "));
+        let o = model.process(&input, TEST_IFINDEX, MODEL_NOW);
+        assert_eq!(
+            format!("{} {:?}", verdict_name(o.verdict.code()), o.reason),
+            action,
+            "{name}: model action"
+        );
+        assert_eq!(o.frame, output, "{name}: model output");
+        // The program agrees with the model (and so with the file) on every case.
+        run_one(&mut redirector, &mut mirror, &input, name);
+        cases += 1;
+    }
+    assert_eq!(
+        cases,
+        fixture_inputs().len(),
+        "fixture file out of date: bless it"
+    );
+}
