@@ -4,6 +4,7 @@
 //! will be added as their own modules and `Command` variants when they are real, never as
 //! stubs that pretend to work.
 
+mod bench;
 mod build_ebpf;
 
 use std::process::ExitCode;
@@ -23,11 +24,14 @@ struct Cli {
 enum Command {
     /// Compile every redirector-ebpf/src/bpf/*.c with clang into redirector-ebpf/obj/<name>.o
     BuildEbpf(build_ebpf::Options),
+    /// Time the protocol state machines (Here-I-Am -> I-See-You, 32-engine assignment)
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::BuildEbpf(options) => build_ebpf::run(&options),
+        Command::Bench(options) => bench::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
