@@ -1,6 +1,7 @@
 //! Harness for the project's integration tests: capture files our messages can be written
-//! to, independent decoders to read them back, and (later) network namespaces with veths,
+//! to, independent decoders to read them back, and network namespaces ([`netns`]) with veths,
 //! bridges and processes that are torn down even when a test fails.
 
+pub mod netns;
 pub mod pcap;
 pub mod tshark;
