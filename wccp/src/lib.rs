@@ -14,20 +14,23 @@
 //! - [x] `router`: Here-I-Am/I-See-You, usable-engine rule, Removal-Query and removal with
 //!   per-engine negotiated timers, SHUTDOWN, Redirect-Assign acceptance (key + router
 //!   element), 5 T flush, multicast groups, Program/Clear, `show` state.
-//! - [ ] `engine`: not yet.
-//! - [ ] scenario tests: not yet.
+//! - [x] `engine`: announce, view, election (partial-view safe), designated assignment with
+//!   1.5 T settling and resend after T, Removal-Query answers, SHUTDOWN.
+//! - [x] scenarios 1-15 of issue 10 (`tests/scenario_protocol.rs`, harness in
+//!   `tests/scenario_harness`), and Squid's captured Here-I-Ams answered with an I-See-You
+//!   that tshark decodes cleanly (`tests/scenario_squid.rs`).
 //! - [x] `cargo xtask bench`: Here-I-Am -> I-See-You and 32-engine assignment, with baselines.
-- [ ] Not done / interpretations (see the router and engine module docs):
-  - Timer Scale semantics are ours (removal at `scale × T`, query T/2 earlier): no text of
-    v2rev1 defines them. Transmit_T is honoured as the engine's lower limit, floored by
-    the router's `min_interval`.
-  - A new designated engine rebuilds the hash table in force from the routers' views
-    (their identity elements carry each engine's buckets); in mask mode it starts from a
-    fresh table, so a takeover may move more mask values than needed.
-  - The engine never sets alternate-hash flags (it keeps those of the table in force).
-  - Revision 1's Address Table (indexed addresses, IPv6) is not spoken by the state
-    machines: such messages are dropped and counted (`drop.address`).
-  - The I-See-You carries no Assignment Info / Assignment Map (optional in draft-01).
+//! - [ ] Not done / interpretations (see the router and engine module docs):
+//!   - Timer Scale semantics are ours (removal at `scale × T`, query T/2 earlier): no text of
+//!     v2rev1 defines them. Transmit_T is honoured as the engine's lower limit, floored by
+//!     the router's `min_interval`.
+//!   - A new designated engine rebuilds the hash table in force from the routers' views
+//!     (their identity elements carry each engine's buckets); in mask mode it starts from a
+//!     fresh table, so a takeover may move more mask values than needed.
+//!   - The engine never sets alternate-hash flags (it keeps those of the table in force).
+//!   - Revision 1's Address Table (indexed addresses, IPv6) is not spoken by the state
+//!     machines: such messages are dropped and counted (`drop.address`).
+//!   - The I-See-You carries no Assignment Info / Assignment Map (optional in draft-01).
 
 pub mod assign;
 pub mod engine;
