@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::process::{self, Enter, Process};
@@ -153,6 +153,12 @@ impl Host {
     /// The namespace's full name, for tools run by hand: `ip -n NAME`, `ip netns exec NAME`.
     pub fn netns(&self) -> &str {
         &self.ns
+    }
+
+    /// The lab's scratch directory, for files this host's programs need (a squid.conf, a
+    /// capture file); removed with the lab unless the test failed.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        &self.lab.scratch
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace, and returns its result (a
@@ -460,7 +466,7 @@ impl Host {
             let msg = RouteMessageBuilder::<IpAddr>::new()
                 .destination_prefix(net, len)?
                 .output_interface(idx)
-                .scope(netlink_packet_route::route::RouteScope::Link)
+                .scope(rtnetlink::packet_route::route::RouteScope::Link)
                 .build();
             h.route().add(msg).execute().await?;
             Ok(())

@@ -33,6 +33,8 @@
 //! - New hosts have `lo` up and IPv6 disabled (no router solicitations or MLD reports in
 //!   captures); `host.sysctl("net.ipv6.conf.all.disable_ipv6", "0")` turns it back on.
 
+#![warn(missing_docs)]
+
 mod host;
 pub mod ns;
 mod process;
