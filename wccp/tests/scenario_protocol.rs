@@ -507,9 +507,11 @@ fn s15_fast_timers_per_engine() {
     net.add_router(router_config(R1));
     net.add_engine(engine_config(E1, &[R1]));
     let mut fast = engine_config(E2, &[R1]);
-    fast.interval = Duration::from_millis(250);
+    // The case: 500 ms heartbeats. A timeout scale of 2 removes the engine 2 T after
+    // its last Here-I-Am, so under 1 s after it dies between two of them.
+    fast.interval = Duration::from_millis(500);
     fast.fast_timers = Some(FastTimers {
-        timeout_scale: Some(3),
+        timeout_scale: Some(2),
     });
     net.add_engine(fast);
     net.run_until(secs(60));
@@ -520,10 +522,12 @@ fn s15_fast_timers_per_engine() {
         .iter()
         .map(|e| (e.address, e.interval_ms))
         .collect();
-    assert_eq!(iv, BTreeMap::from([(E1, 10_000), (E2, 250)]));
+    assert_eq!(iv, BTreeMap::from([(E1, 10_000), (E2, 500)]));
+    // Die between two heartbeats, as a crash does.
+    net.run_until(Instant::from_millis(60_130));
     let died = net.now;
     net.silence(E2);
-    net.run_until(secs(61));
+    net.run_until(secs(62));
     let progs = net.programs(R1);
     let (at, counts) = progs.last().unwrap();
     assert_eq!(counts.clone(), Some(BTreeMap::from([(E1, 128)])));
