@@ -120,3 +120,54 @@ fn cleanup_stale_removes_dead_owners_only() -> Result<()> {
     assert!(leftover.wait()?.code().is_none(), "leftover was killed");
     Ok(())
 }
+
+/// Run by `a_crashed_run_is_cleaned_up_by_the_next` in a child process that is then killed
+/// with SIGKILL: builds a lab with a process in it, says so, and waits to die.
+#[test]
+#[ignore = "helper: runs only as the child of a_crashed_run_is_cleaned_up_by_the_next"]
+fn crashing_child_helper() -> Result<()> {
+    if std::env::var_os("NETNS_TESTS_CRASH_CHILD").is_none() {
+        return Ok(());
+    }
+    let lab = Lab::new("hcrash")?;
+    let h = lab.host("victim")?;
+    let p = h.spawn(Command::new("sleep").arg("1000"))?;
+    println!("READY {} {}", h.netns(), p.pid());
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+#[test]
+fn a_crashed_run_is_cleaned_up_by_the_next() -> Result<()> {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "crashing_child_helper",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("NETNS_TESTS_CRASH_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = loop {
+        let line = lines.next().expect("child said READY")?;
+        if let Some(rest) = line.strip_prefix("READY ") {
+            break rest.to_string();
+        }
+    };
+    let (ns_name, sleeper) = ready.split_once(' ').unwrap();
+    let sleeper: u32 = sleeper.parse()?;
+    child.kill()?; // SIGKILL: no unwinding, no Drop
+    child.wait()?;
+    assert!(
+        ns::list()?.contains(&ns_name.to_string()),
+        "the crash left it behind"
+    );
+    assert!(!gone(sleeper), "and its process");
+
+    let removed = cleanup_stale("hcrash")?;
+    assert_eq!(removed, vec![ns_name.to_string()]);
+    assert_all_gone(&[ns_name.to_string()], &[sleeper])
+}

@@ -201,6 +201,10 @@ impl Lab {
     /// process in its namespaces (SIGTERM, SIGKILL after a grace period), deletes the
     /// namespaces (and with them every veth and bridge), removes the scratch directory
     /// unless the thread is panicking or [`KEEP_ENV`] is set.
+    ///
+    /// What teardown cannot end: threads of the test process still inside a namespace
+    /// ([`Host::thread`]) and sockets made there keep that namespace (unlisted) alive until
+    /// they end; a process killed by SIGKILL never tears down, which [`cleanup_stale`] is for.
     pub fn teardown(self) -> Result<()> {
         self.inner.teardown()
     }
