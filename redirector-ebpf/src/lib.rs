@@ -36,9 +36,14 @@
 //!   file from the model); model checked against `wccp::assign` (hash, mask) and
 //!   `wccp::wire` (GRE); loader: load, install a table atomically, heartbeat, enable,
 //!   interface flags, counters, connection table.
-//! - Next: attach/detach (native, generic fallback),
-//!   pinning of maps and links under one pin root, adoption on restart; benchmarks
-//!   (`cargo xtask bench`).
+//! - Done: lifecycle ([`lifecycle`], [`Redirector::open`]): pin root per controller
+//!   instance (`/sys/fs/bpf/wccp-redirector/<instance>/{maps,links}/`), bpffs mounted when
+//!   absent, maps checked against this build's layout before reuse, attach/detach by
+//!   interface name (native, generic fallback with a `tracing` warning), links pinned,
+//!   adoption on restart (pinned links switched to the new program by `bpf_link_update`,
+//!   no gap), `clear` removes every pin; CLOCK_MONOTONIC heartbeat helper.
+//!   `tests/lifecycle.rs` proves it on veths in network namespaces.
+//! - Next: benchmarks (`cargo xtask bench dataplane`).
 //! - Later: redirect lists (prefixes to redirect or skip), MSS clamping, ICMP
 //!   fragmentation-needed for DF packets too big for GRE (today: passed, counted),
 //!   tc egress ("redirect out"), L2 return by engine MAC on shared interfaces (today an
@@ -49,10 +54,12 @@
 
 pub mod btf;
 pub mod layout;
+pub mod lifecycle;
 mod loader;
 pub mod model;
 mod redirector;
 pub mod table;
 
+pub use lifecycle::{monotonic_ns, PinRoot, PinRootError};
 pub use loader::{object_bytes, object_names, EbpfObject, LoadError};
-pub use redirector::{Redirector, RedirectorError, OBJECT, PROGRAM};
+pub use redirector::{AttachMode, Redirector, RedirectorError, OBJECT, PROGRAM};

@@ -1,8 +1,10 @@
 //! Finding the embedded objects and loading their programs with aya.
 
+use std::path::Path;
+
 use aya::{
     programs::{ProgramError, Xdp},
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
 };
 
 include!(concat!(env!("OUT_DIR"), "/objects.rs"));
@@ -87,6 +89,26 @@ impl EbpfObject {
     pub fn open(name: &str) -> Result<Self, LoadError> {
         let bytes = object_bytes(name)?;
         let ebpf = Ebpf::load(bytes).map_err(|source| LoadError::Open {
+            object: name.to_owned(),
+            source: Box::new(source),
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            ebpf,
+        })
+    }
+
+    /// Opens object `name` with each map in `maps` pinned at `dir/<map>`: a map already
+    /// pinned there is reused (its contents and every program using it carry on), one that
+    /// is not is created and pinned. This is how a restarted controller finds the data
+    /// plane its predecessor left running.
+    pub fn open_pinned(name: &str, dir: &Path, maps: &[&'static str]) -> Result<Self, LoadError> {
+        let bytes = object_bytes(name)?;
+        let mut loader = EbpfLoader::new();
+        for map in maps {
+            loader.map_pin_path(map, dir.join(map));
+        }
+        let ebpf = loader.load(bytes).map_err(|source| LoadError::Open {
             object: name.to_owned(),
             source: Box::new(source),
         })?;

@@ -1,24 +1,96 @@
-//! The controller's handle on the redirect program: load it, write tables as one atomic
-//! update, refresh the heartbeat, set interface flags, read counters and the connection
-//! table.
-//!
-//! Attaching, pinning and adopting pinned maps and links come next (see the crate's
-//! status list).
+//! The controller's handle on the redirect program: load it (fresh, or adopting what a
+//! previous process pinned), attach it to interfaces, write tables as one atomic update,
+//! refresh the heartbeat, set interface flags, read counters and the connection table,
+//! and remove everything on an explicit clear.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::Xdp,
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
     Pod,
 };
 
 use crate::{
     layout::{
-        ConnEntry, Control, Counters, EngineKey, FlowKey, BUCKETS, CONTROL_ENABLED, FILTER_WORDS,
-        MAX_ENGINES, MAX_SERVICES, PORTS, PORT_PROTOCOLS, STATS_ENTRIES,
+        BucketEntry, ConnEntry, Control, Counters, EngineEntry, EngineKey, FlowKey, PortEntry,
+        ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS, MAX_ENGINES,
+        MAX_IFINDEX, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS, STATS_ENTRIES,
     },
+    lifecycle::{monotonic_ns, PinRoot, PinRootError},
     table::Table,
     EbpfObject, LoadError,
 };
+
+/// The LRU connection table's size (`conns` in redirect.c).
+const CONNS: usize = 65536;
+
+/// Every map of the redirect object with the (key size, value size, max entries) this
+/// code was built for. A pinned map is reused only when it matches, so a controller of
+/// another build never reads or writes a map whose layout it does not know.
+const MAPS: [(&str, usize, usize, usize); 11] = {
+    use std::mem::size_of;
+    [
+        ("control", 4, size_of::<Control>(), 1),
+        ("ifaces", 4, 4, MAX_IFINDEX),
+        (
+            "ports",
+            4,
+            size_of::<PortEntry>(),
+            SLOTS * PORT_PROTOCOLS * PORTS,
+        ),
+        ("tables", 4, size_of::<TableHeader>(), SLOTS),
+        (
+            "services",
+            4,
+            size_of::<ServiceEntry>(),
+            SLOTS * MAX_SERVICES,
+        ),
+        (
+            "buckets",
+            4,
+            size_of::<BucketEntry>(),
+            SLOTS * MAX_SERVICES * BUCKETS,
+        ),
+        ("engines", 4, size_of::<EngineEntry>(), SLOTS * MAX_ENGINES),
+        ("engine_filter", 4, 8, SLOTS * FILTER_WORDS),
+        (
+            "engine_addrs",
+            size_of::<EngineKey>(),
+            4,
+            SLOTS * MAX_ENGINES,
+        ),
+        ("conns", size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNS),
+        ("stats", 4, size_of::<Counters>(), STATS_ENTRIES),
+    ]
+};
+
+/// How the program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver, before any socket buffer exists: the fast path.
+    Native,
+    /// Generic (SKB) XDP, after the stack allocated a buffer: works on every device, at a
+    /// fraction of native speed. Chosen only when native attach fails, with a warning.
+    Generic,
+    /// Found pinned by a previous process; the mode it chose is kept.
+    Adopted,
+}
+
+/// One XDP attachment this process holds: the link, its pin (when pinned) and mode.
+#[derive(Debug)]
+struct Attachment {
+    link: FdLink,
+    pin: Option<PathBuf>,
+    mode: AttachMode,
+}
 
 /// The object and its program's name.
 pub const OBJECT: &str = "redirect";
@@ -34,6 +106,47 @@ pub enum RedirectorError {
     /// The object lacks a map this code needs: object and code disagree.
     #[error("map {0} missing from the redirect object")]
     MissingMap(&'static str),
+    /// The pin root is unusable (bad name, not bpffs).
+    #[error(transparent)]
+    PinRoot(#[from] PinRootError),
+    /// A pinned map has another layout than this build expects: it was left by an
+    /// incompatible version. `Redirector::clear` on the old version (or removing the pin
+    /// root) is the way out; nothing was changed.
+    #[error("pinned map {map} has key/value/entries {found:?}, this build expects {expected:?}")]
+    IncompatiblePin {
+        /// The map.
+        map: &'static str,
+        /// What the pinned map has.
+        found: (u32, u32, u32),
+        /// What this build's object declares.
+        expected: (u32, u32, u32),
+    },
+    /// Attaching to an interface failed in both native and generic mode (the error is
+    /// generic mode's; native's was logged).
+    #[error("attaching XDP to {iface}: {source}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// This process already holds an attachment to that interface.
+    #[error("already attached to {0}")]
+    AlreadyAttached(String),
+    /// `detach` of an interface this process holds no attachment to.
+    #[error("not attached to {0}")]
+    NotAttached(String),
+    /// Pinning, adopting or unpinning a link or map (a file on bpffs).
+    #[error("{what} {path}: {reason}")]
+    Pin {
+        /// What was being done.
+        what: &'static str,
+        /// The pin's path.
+        path: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
     /// A map operation the kernel refused.
     #[error("map {map}: {source}")]
     Map {
@@ -52,19 +165,35 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> RedirectorError {
     }
 }
 
-/// The loaded redirect program and its maps, and what this process last wrote to each
-/// table slot (so an update writes only the entries that change).
+fn pin_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(String) -> RedirectorError + 'a {
+    move |reason| RedirectorError::Pin {
+        what,
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// The loaded redirect program and its maps, what this process last wrote to each table
+/// slot (so an update writes only the entries that change), and the interfaces it is
+/// attached to.
+///
+/// Dropping it without [`Redirector::clear`] leaves a pinned data plane running: that is
+/// what a controller restart relies on. An unpinned one ([`Redirector::load`]) detaches
+/// and vanishes on drop.
 #[derive(Debug)]
 pub struct Redirector {
     object: EbpfObject,
     control: Control,
     /// What each slot holds; a fresh map holds [`Table::default`].
     written: [Table; 2],
+    pins: Option<PinRoot>,
+    links: BTreeMap<String, Attachment>,
 }
 
 impl Redirector {
-    /// Loads the object and its program (the verifier runs here). Nothing is attached
-    /// and every packet passes until a table is installed.
+    /// Loads the object and its program (the verifier runs here), with maps that live only
+    /// as long as this value: for tests and benchmarks. Nothing is attached and every
+    /// packet passes until a table is installed.
     pub fn load() -> Result<Self, RedirectorError> {
         let mut object = EbpfObject::open(OBJECT)?;
         object.xdp(PROGRAM)?;
@@ -72,7 +201,216 @@ impl Redirector {
             object,
             control: Control::default(),
             written: [Table::default(), Table::default()],
+            pins: None,
+            links: BTreeMap::new(),
         })
+    }
+
+    /// Opens the data plane pinned under `root`, or creates and pins a fresh one: what a
+    /// controller calls at start. When a previous process left maps and links there, they
+    /// are adopted without a gap: the maps (tables, heartbeat, connection table, counters)
+    /// are reused as they are, and every pinned link is switched atomically
+    /// (`bpf_link_update`) to this process's program, which reads the same maps. A link
+    /// whose interface has gone is unpinned, with a warning.
+    ///
+    /// Mounts bpffs at /sys/fs/bpf when nothing is mounted there. The first install after
+    /// adoption rewrites the idle slot completely, since this process does not know what
+    /// it holds.
+    pub fn open(root: &PinRoot) -> Result<Self, RedirectorError> {
+        root.prepare()?;
+        let adopted = root.exists() && root.maps_dir().join("control").exists();
+        let names: Vec<&'static str> = MAPS.iter().map(|m| m.0).collect();
+        let mut object = EbpfObject::open_pinned(OBJECT, &root.maps_dir(), &names)?;
+        check_maps(&mut object)?;
+        object.xdp(PROGRAM)?;
+        let mut this = Self {
+            object,
+            control: Control::default(),
+            written: [Table::default(), Table::default()],
+            pins: Some(root.clone()),
+            links: BTreeMap::new(),
+        };
+        if adopted {
+            this.control = this
+                .array::<Control>("control")?
+                .get(&0, 0)
+                .map_err(map_err("control"))?;
+            this.written = [Table::poisoned(), Table::poisoned()];
+            this.adopt_links(root)?;
+        }
+        Ok(this)
+    }
+
+    fn adopt_links(&mut self, root: &PinRoot) -> Result<(), RedirectorError> {
+        let dir = root.links_dir();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
+            let path = entry.path();
+            let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let pinned = PinnedLink::from_pin(&path)
+                .map_err(|e| pin_err("opening pinned link", &path)(e.to_string()))?;
+            let xdp_link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|e| pin_err("not an XDP link", &path)(e.to_string()))?;
+            let program = self.program()?;
+            let updated = program
+                .attach_to_link(xdp_link)
+                .and_then(|id| program.take_link(id));
+            match updated {
+                Ok(link) => {
+                    let link = FdLink::try_from(link)
+                        .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
+                    tracing::info!(iface, pin = %path.display(), "adopted pinned XDP link");
+                    self.links.insert(
+                        iface,
+                        Attachment {
+                            link,
+                            pin: Some(path),
+                            mode: AttachMode::Adopted,
+                        },
+                    );
+                }
+                Err(e) => {
+                    // The interface went away (ENOLINK): the link is defunct, its pin
+                    // only a leftover.
+                    tracing::warn!(iface, pin = %path.display(), error = %e,
+                        "pinned XDP link cannot be updated; removing its pin");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| pin_err("removing", &path)(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pin root, when this data plane is pinned.
+    pub fn pin_root(&self) -> Option<&PinRoot> {
+        self.pins.as_ref()
+    }
+
+    /// Attaches the program to interface `iface` (a name in the calling thread's network
+    /// namespace): native XDP, or generic XDP with a warning when the driver refuses
+    /// native. When pinned, the link is pinned too and outlives this process.
+    pub fn attach(&mut self, iface: &str) -> Result<AttachMode, RedirectorError> {
+        if self.links.contains_key(iface) {
+            return Err(RedirectorError::AlreadyAttached(iface.to_owned()));
+        }
+        let pin = self.pins.as_ref().map(|p| p.links_dir().join(iface));
+        let program = self.program()?;
+        let (id, mode) = match program.attach(iface, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
+            Err(native) => {
+                tracing::warn!(iface, error = %native,
+                    "native XDP refused; falling back to generic (SKB) XDP, which is much slower");
+                let id = program.attach(iface, XdpMode::Skb).map_err(|source| {
+                    RedirectorError::Attach {
+                        iface: iface.to_owned(),
+                        source: Box::new(source),
+                    }
+                })?;
+                (id, AttachMode::Generic)
+            }
+        };
+        let link = program
+            .take_link(id)
+            .map_err(|source| RedirectorError::Attach {
+                iface: iface.to_owned(),
+                source: Box::new(source),
+            })?;
+        // A netlink (pre-bpf_link) attachment cannot be pinned; this kernel always gives
+        // a bpf_link, so this fails only on very old kernels, and the link detaches on drop.
+        let link = FdLink::try_from(link).map_err(|e| RedirectorError::Pin {
+            what: "XDP attachment is not a bpf_link",
+            path: PathBuf::from(iface),
+            reason: e.to_string(),
+        })?;
+        let link = match &pin {
+            Some(path) => FdLink::from(
+                link.pin(path)
+                    .map_err(|e| pin_err("pinning link", path)(e.to_string()))?,
+            ),
+            None => link,
+        };
+        self.links
+            .insert(iface.to_owned(), Attachment { link, pin, mode });
+        Ok(mode)
+    }
+
+    /// Detaches from `iface` at once and removes the link's pin.
+    pub fn detach(&mut self, iface: &str) -> Result<(), RedirectorError> {
+        let attachment = self
+            .links
+            .remove(iface)
+            .ok_or_else(|| RedirectorError::NotAttached(iface.to_owned()))?;
+        if let Some(path) = &attachment.pin {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(pin_err("unpinning", path)(e.to_string())),
+            }
+        }
+        // Closing the last descriptor of an unpinned link detaches the program.
+        drop(attachment.link);
+        Ok(())
+    }
+
+    /// The interfaces this process holds attachments to (adopted ones included), with
+    /// their mode.
+    pub fn attached(&self) -> Vec<(String, AttachMode)> {
+        self.links
+            .iter()
+            .map(|(name, a)| (name.clone(), a.mode))
+            .collect()
+    }
+
+    /// Removes redirection at once and for good: detaches from every interface, unpins
+    /// every map and removes the pin root, so that nothing is left on bpffs. What an
+    /// operator's `stop --clear` does.
+    pub fn clear(mut self) -> Result<(), RedirectorError> {
+        let names: Vec<String> = self.links.keys().cloned().collect();
+        for name in names {
+            self.detach(&name)?;
+        }
+        if let Some(root) = self.pins.take() {
+            let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(pin_err("unpinning", &path)(e.to_string())),
+            };
+            // Links pinned by another process under this root (not adopted: it raced us)
+            // are removed as well, which detaches them.
+            if let Ok(entries) = std::fs::read_dir(root.links_dir()) {
+                for entry in entries.flatten() {
+                    remove(entry.path())?;
+                }
+            }
+            for (map, ..) in MAPS {
+                remove(root.maps_dir().join(map))?;
+            }
+            for dir in [root.links_dir(), root.maps_dir(), root.path().to_owned()] {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(pin_err("removing", &dir)(e.to_string())),
+                }
+            }
+            // The instances' parent goes too when this was the last instance.
+            if let Some(parent) = root.path().parent() {
+                if parent == Path::new(crate::lifecycle::PIN_BASE) {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the dead-man switch with the current CLOCK_MONOTONIC: redirection
+    /// continues until `grace_ns` after now unless refreshed again.
+    pub fn heartbeat(&mut self, grace_ns: u64) -> Result<(), RedirectorError> {
+        self.set_heartbeat(monotonic_ns(), grace_ns)
     }
 
     /// The XDP program, for test runs and attaching.
@@ -187,6 +525,7 @@ impl Redirector {
             std::slice::from_ref(&new.header),
         )?;
         let name = "engine_addrs";
+        let poisoned = old.is_poisoned();
         let map = self
             .object
             .ebpf_mut()
@@ -194,6 +533,22 @@ impl Redirector {
             .ok_or(RedirectorError::MissingMap(name))?;
         let mut addrs: HashMap<&mut MapData, EngineKey, u32> =
             HashMap::try_from(map).map_err(map_err(name))?;
+        if poisoned {
+            // Unknown content (a failed write, or adopted from another process): remove
+            // every entry of this slot that the new table lacks.
+            let keys = addrs
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err(name))?;
+            for key in keys {
+                if key.slot == slot && !new.engine_addrs.iter().any(|&(a, _)| a == key.addr) {
+                    match addrs.remove(&key) {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => return Err(map_err(name)(e)),
+                    }
+                }
+            }
+        }
         for &(addr, _) in &old.engine_addrs {
             if !new.engine_addrs.iter().any(|&(a, _)| a == addr) {
                 match addrs.remove(&EngineKey { slot, addr }) {
@@ -297,4 +652,32 @@ impl Redirector {
         }
         Ok(())
     }
+}
+
+/// Refuses maps whose kernel layout is not the one this build writes (see [`MAPS`]).
+fn check_maps(object: &mut EbpfObject) -> Result<(), RedirectorError> {
+    for (name, key, value, entries) in MAPS {
+        let map = object
+            .ebpf_mut()
+            .map(name)
+            .ok_or(RedirectorError::MissingMap(name))?;
+        let data: &MapData = match map {
+            aya::maps::Map::Array(m)
+            | aya::maps::Map::HashMap(m)
+            | aya::maps::Map::LruHashMap(m)
+            | aya::maps::Map::PerCpuArray(m) => m,
+            _ => return Err(RedirectorError::MissingMap(name)),
+        };
+        let info = data.info().map_err(map_err(name))?;
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        let expected = (key as u32, value as u32, entries as u32);
+        if found != expected {
+            return Err(RedirectorError::IncompatiblePin {
+                map: name,
+                found,
+                expected,
+            });
+        }
+    }
+    Ok(())
 }

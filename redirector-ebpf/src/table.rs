@@ -319,6 +319,11 @@ impl TableConfig {
 impl Table {
     /// A slot whose contents are unknown: every entry differs from it, so the next
     /// write of that slot rewrites everything.
+    /// Whether this is [`Table::poisoned`]: the slot's content is unknown.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.header.reserved == u16::MAX && self.ports.is_empty()
+    }
+
     pub(crate) fn poisoned() -> Self {
         Self {
             header: TableHeader {

@@ -1,0 +1,400 @@
+//! The data plane's lifecycle on real interfaces: attach, redirect, survive the loader
+//! being dropped (pinned link and maps), adoption by a new loader that updates the tables,
+//! and a clear that leaves nothing behind. Root only; everything happens in network
+//! namespaces of a `netns_tests::netns::Lab`, removed on drop (failures included), and the
+//! pin root is per lab, under the root mount namespace's /sys/fs/bpf.
+//!
+//! ```text
+//!  client c0 ──veth── r0 router r1 ──veth── e0 engine
+//!  10.1.0.2        (XDP redirect)           (xdp_pass, AF_PACKET capture)
+//! ```
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use netns_tests::netns::{Host, Lab};
+use redirector_ebpf::{
+    table::{Assignment, EngineConfig, Method, Protocol, ServiceConfig, Slot, TableConfig},
+    AttachMode, EbpfObject, PinRoot, Redirector,
+};
+use wccp::assign::flags;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const ROUTER_E: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const ENGINE_A: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+const ENGINE_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 3);
+const ETH_P_ALL: u16 = 0x0003;
+
+/// A raw AF_PACKET socket bound to one interface of the namespace it was made in.
+struct RawSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl RawSocket {
+    /// Must run inside the namespace (the socket stays bound to it afterwards).
+    fn open(ifindex: u32) -> Result<Self> {
+        // SAFETY: plain socket/bind/setsockopt calls on a descriptor we own.
+        unsafe {
+            let fd = libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(ETH_P_ALL.to_be()),
+            );
+            if fd < 0 {
+                bail!("socket: {}", std::io::Error::last_os_error());
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ETH_P_ALL.to_be();
+            sll.sll_ifindex = ifindex as i32;
+            if libc::bind(
+                fd.as_raw_fd(),
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            ) != 0
+            {
+                bail!("bind: {}", std::io::Error::last_os_error());
+            }
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            Ok(Self { fd, ifindex })
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: sockaddr_ll is fully initialised; the buffer outlives the call.
+        unsafe {
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = self.ifindex as i32;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let n = libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if n < 0 {
+                bail!("sendto: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame received, or None after the socket's 100 ms timeout.
+    fn recv(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 2048];
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n <= 0 {
+            return None;
+        }
+        buf.truncate(n as usize);
+        Some(buf)
+    }
+}
+
+/// Ethernet + IPv4 + TCP SYN from the client to the server's port 80.
+fn syn(dst_mac: [u8; 6], src_mac: [u8; 6], sport: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&CLIENT.octets());
+    ip[16..20].copy_from_slice(&SERVER.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 0x50;
+    tcp[13] = 0x02;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    f.extend_from_slice(&tcp);
+    f
+}
+
+/// What arrived at the engine for one SYN: the outer destination and the redirect
+/// header's service id, when it was WCCP GRE carrying our SYN.
+fn gre_of(frame: &[u8], sport: u16) -> Option<(Ipv4Addr, u8)> {
+    if frame.len() < 14 + 20 + 8 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[23] != 47 {
+        return None;
+    }
+    let outer_dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+    let gre = &frame[34..];
+    if gre[..4] != [0, 0, 0x88, 0x3e] {
+        return None;
+    }
+    let service = gre[5];
+    let inner = &gre[8..];
+    let inner_src = Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]);
+    let inner_sport = u16::from_be_bytes([inner[20], inner[21]]);
+    (inner_src == CLIENT && inner_sport == sport).then_some((outer_dst, service))
+}
+
+/// Sends SYNs until one arrives GRE-encapsulated at the engine (or `wait` passes).
+fn probe(
+    client: &RawSocket,
+    engine: &RawSocket,
+    macs: ([u8; 6], [u8; 6]),
+    sport: u16,
+    wait: Duration,
+) -> Option<(Ipv4Addr, u8)> {
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        client.send(&syn(macs.0, macs.1, sport)).ok()?;
+        let round = Instant::now();
+        while round.elapsed() < Duration::from_millis(100) {
+            match engine.recv() {
+                Some(frame) => {
+                    if let Some(found) = gre_of(&frame, sport) {
+                        return Some(found);
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    None
+}
+
+fn table(service: u8, engine: Ipv4Addr, engine_mac: [u8; 6], r1: (u32, [u8; 6])) -> TableConfig {
+    TableConfig {
+        services: vec![ServiceConfig {
+            id: service,
+            dynamic: true,
+            protocol: Protocol::Tcp,
+            priority: 1,
+            flags: flags::SRC_IP_HASH | flags::PORTS_DEFINED,
+            ports: vec![80, 443],
+            assignment: Assignment::Hash(vec![
+                Slot {
+                    engine: Some(0),
+                    alternate: false,
+                    sticky: false,
+                };
+                256
+            ]),
+        }],
+        engines: vec![EngineConfig {
+            addr: engine,
+            router_addr: ROUTER_E,
+            dst_mac: engine_mac,
+            src_mac: r1.1,
+            ifindex: r1.0,
+            mtu: 1500,
+            method: Method::Gre,
+            usable: true,
+        }],
+    }
+}
+
+struct Net {
+    client: Host,
+    router: Host,
+    engine: Host,
+}
+
+fn pins_left(root: &PinRoot) -> Vec<String> {
+    let mut left = Vec::new();
+    for dir in [root.maps_dir(), root.links_dir(), root.path().to_owned()] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            left.extend(entries.flatten().map(|e| e.path().display().to_string()));
+        }
+    }
+    left
+}
+
+#[test]
+fn attach_pin_survive_adopt_clear() -> Result<()> {
+    let lab = Lab::new("dplife")?;
+    let net = Net {
+        client: lab.host("client")?,
+        router: lab.host("router")?,
+        engine: lab.host("engine")?,
+    };
+    lab.link(&net.client, "c0", &net.router, "r0")?;
+    lab.link(&net.router, "r1", &net.engine, "e0")?;
+    let r0_mac = net.router.mac("r0")?;
+    let c0_mac = net.client.mac("c0")?;
+    let r1 = (net.router.ifindex("r1")?, net.router.mac("r1")?);
+    let e0_mac = net.engine.mac("e0")?;
+    let macs = (r0_mac, c0_mac);
+
+    // Frames redirected into a veth arrive only when its peer runs XDP.
+    let mut pass = EbpfObject::open("xdp_pass")?;
+    net.engine.in_ns(|| -> Result<()> {
+        pass.xdp("xdp_pass")?
+            .attach("e0", aya::programs::XdpMode::Driver)?;
+        Ok(())
+    })??;
+
+    let client = {
+        let ix = net.client.ifindex("c0")?;
+        net.client.in_ns(|| RawSocket::open(ix))??
+    };
+    let capture = {
+        let ix = net.engine.ifindex("e0")?;
+        net.engine.in_ns(|| RawSocket::open(ix))??
+    };
+
+    let root = PinRoot::instance(lab.id())?;
+    let guard = PinGuard(root.clone());
+
+    // 1. A fresh, pinned data plane attached natively redirects.
+    let mut first = Redirector::open(&root)?;
+    first.install(&table(90, ENGINE_A, e0_mac, r1).compile()?)?;
+    first.heartbeat(60_000_000_000)?;
+    let mode = net.router.in_ns(|| first.attach("r0"))??;
+    assert_eq!(mode, AttachMode::Native);
+    assert_eq!(
+        probe(&client, &capture, macs, 40001, Duration::from_secs(3)),
+        Some((ENGINE_A, 90)),
+        "redirected in GRE to engine A"
+    );
+    assert!(root.links_dir().join("r0").exists(), "link pinned");
+    assert!(root.maps_dir().join("buckets").exists(), "maps pinned");
+
+    // 2. The loader goes away without detaching: the pinned link keeps redirecting.
+    drop(first);
+    assert_eq!(
+        probe(&client, &capture, macs, 40002, Duration::from_secs(3)),
+        Some((ENGINE_A, 90)),
+        "still redirected after the loader was dropped"
+    );
+
+    // 3. A new loader adopts the link and maps, and its table update takes effect.
+    let mut second = Redirector::open(&root)?;
+    assert_eq!(
+        second.attached(),
+        vec![("r0".to_owned(), AttachMode::Adopted)]
+    );
+    assert!(
+        second.control().generation >= 1,
+        "generation carried over: {:?}",
+        second.control()
+    );
+    assert_eq!(
+        probe(&client, &capture, macs, 40003, Duration::from_secs(3)),
+        Some((ENGINE_A, 90)),
+        "redirected by the adopting program before its first install"
+    );
+    second.install(&table(91, ENGINE_B, e0_mac, r1).compile()?)?;
+    second.heartbeat(60_000_000_000)?;
+    assert_eq!(
+        probe(&client, &capture, macs, 40004, Duration::from_secs(3)),
+        Some((ENGINE_B, 91)),
+        "the adopter's table is in force"
+    );
+    let stats = second.stats()?;
+    assert!(
+        stats[redirector_ebpf::layout::STATS_SERVICE_BASE + 91 * 4].packets >= 1,
+        "counters read through the adopted maps"
+    );
+
+    // 4. Clear: detached at once, nothing left on bpffs.
+    second.clear()?;
+    assert_eq!(pins_left(&root), Vec::<String>::new(), "pins left");
+    assert!(!root.path().exists(), "pin root removed");
+    assert_eq!(
+        probe(&client, &capture, macs, 40005, Duration::from_millis(600)),
+        None,
+        "no redirection after clear"
+    );
+    let link = net
+        .router
+        .run(net.router.command("ip")?.args(["-d", "link", "show", "r0"]))?;
+    let shown = String::from_utf8_lossy(&link.stdout);
+    assert!(!shown.contains("xdp"), "r0 still has XDP: {shown}");
+    drop(guard);
+    drop(pass);
+    lab.teardown().context("lab teardown")
+}
+
+#[test]
+fn instance_names_are_one_path_component() {
+    for bad in ["", ".", "..", "a/b", "a b"] {
+        assert!(PinRoot::instance(bad).is_err(), "{bad:?} accepted");
+    }
+    let root = PinRoot::instance("ctl-1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        root.path(),
+        std::path::Path::new("/sys/fs/bpf/wccp-redirector/ctl-1")
+    );
+}
+
+/// Removes the test's pin root however the test ends, so a failure leaves no pins (and
+/// no attached link: removing the link's pin detaches it once its interface's namespace
+/// is gone as well).
+struct PinGuard(PinRoot);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        for dir in [self.0.links_dir(), self.0.maps_dir()] {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        let _ = std::fs::remove_dir(self.0.path());
+        let _ = std::fs::remove_dir(redirector_ebpf::lifecycle::PIN_BASE);
+    }
+}
+
+/// A device without native XDP (loopback) gets generic XDP, not an error; an unpinned
+/// attachment pins nothing and detaches on request.
+#[test]
+fn generic_fallback_and_unpinned_detach() -> Result<()> {
+    let lab = Lab::new("dpgen")?;
+    let host = lab.host("h")?;
+    let mut r = Redirector::load()?;
+    let mode = host.in_ns(|| r.attach("lo"))??;
+    assert_eq!(mode, AttachMode::Generic);
+    assert!(matches!(
+        host.in_ns(|| r.attach("lo"))?,
+        Err(redirector_ebpf::RedirectorError::AlreadyAttached(_))
+    ));
+    r.detach("lo")?;
+    let out = host.run(host.command("ip")?.args(["-d", "link", "show", "lo"]))?;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("xdpgeneric"), "lo still has XDP: {shown}");
+    lab.teardown().context("lab teardown")
+}
