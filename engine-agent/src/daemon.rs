@@ -740,3 +740,78 @@ async fn serve_control(
 }
 
 use tokio::io::AsyncReadExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wccp::router::{Router, RouterConfig, ServiceConfig};
+    use wccp::wire::ServiceInfo;
+
+    fn cfg(password: &[u8], weight: u16) -> EngineConfig {
+        let mut c = EngineConfig::new(
+            Ipv4Addr::new(10, 0, 0, 2),
+            ServiceInfo::web_cache(),
+            vec![Ipv4Addr::new(10, 0, 0, 1)],
+        );
+        c.password = Some(password.to_vec());
+        c.weight = weight;
+        c
+    }
+
+    fn sends(acts: Vec<Action>) -> Vec<wccp::proto::Transmit> {
+        acts.into_iter()
+            .filter_map(|a| match a {
+                Action::Send(t) => Some(t),
+                Action::Event(_) => None,
+            })
+            .collect()
+    }
+
+    /// A reload with a new password and weight keeps the view: the new engine's first
+    /// Here-I-Am reflects the router's Receive ID, signed with the new password.
+    #[test]
+    fn carry_over_keeps_the_view_across_password_and_weight() {
+        let rid = Ipv4Addr::new(10, 0, 0, 1);
+        let mut sc = ServiceConfig::new(ServiceId::of(&ServiceInfo::web_cache()), None);
+        sc.password = Some(b"old".to_vec());
+        let mut r = Router::new(RouterConfig {
+            router_id: rid,
+            services: vec![sc],
+            jitter_seed: 1,
+        });
+        let mut s = Service::new(cfg(b"old", 1));
+        let now = Instant::from_secs(1);
+        let hia = sends(s.engine.start(now)).remove(0);
+        let isy = r
+            .handle_message(hia.to, &hia.bytes, now)
+            .into_iter()
+            .find_map(|a| match a {
+                wccp::router::Action::Send(t) => Some(t),
+                _ => None,
+            })
+            .expect("I-See-You");
+        assert!(s
+            .engine
+            .handle_message(rid, &isy.bytes, now)
+            .iter()
+            .all(|a| !matches!(a, Action::Event(Event::Dropped { .. }))));
+        s.last_isy.insert(rid, (rid, isy.message.clone()));
+
+        let mut n = carry_over(s, cfg(b"new", 9), now);
+        assert_eq!(n.engine.state().routers.len(), 1);
+        let first = sends(n.engine.start(now)).remove(0);
+        assert!(wccp::wire::md5_is_valid(&first.bytes, b"new"));
+        let view = first
+            .message
+            .components
+            .iter()
+            .find_map(|c| match c {
+                Component::WebCacheView(v) => Some(v.clone()),
+                _ => None,
+            })
+            .expect("view");
+        assert_eq!(view.routers.len(), 1);
+        assert_eq!(view.routers[0].address.ipv4(), Some(rid));
+        assert_ne!(view.routers[0].receive_id, 0);
+    }
+}
