@@ -342,8 +342,9 @@ impl DataPlane for XdpPlane {
     }
 
     fn heartbeat(&mut self, grace: Duration) -> Result<(), PlaneError> {
-        let ns = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
-        self.redirector()?.heartbeat(ns).map_err(|e| e.to_string())
+        self.redirector()?
+            .heartbeat(grace)
+            .map_err(|e| e.to_string())
     }
 
     fn counters(&mut self) -> Result<PlaneCounters, PlaneError> {
