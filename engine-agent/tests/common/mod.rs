@@ -122,6 +122,8 @@ impl Drop for Agent {
 /// A WCCP router in the test: the real state machine on a loopback socket.
 pub struct TestRouter {
     pub sock: UdpSocket,
+    /// Bound to the group, when the service is multicast.
+    pub msock: Option<UdpSocket>,
     pub router: Router,
     pub port: u16,
     origin: StdInstant,
@@ -136,6 +138,7 @@ impl TestRouter {
             .expect("timeout");
         TestRouter {
             sock,
+            msock: None,
             router: Router::new(RouterConfig {
                 router_id: addr,
                 services: vec![service],
@@ -145,6 +148,30 @@ impl TestRouter {
             origin: StdInstant::now(),
             received: Vec::new(),
         }
+    }
+
+    /// A router of a multicast service group: it hears the group and sends from `addr`.
+    pub fn multicast(
+        addr: Ipv4Addr,
+        group: Ipv4Addr,
+        port: u16,
+        service: ServiceConfig,
+    ) -> TestRouter {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let mut r = TestRouter::new(addr, port, service);
+        socket2::SockRef::from(&r.sock)
+            .set_multicast_if_v4(&addr)
+            .expect("IP_MULTICAST_IF");
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.bind(&SocketAddrV4::new(group, port).into())
+            .expect("bind group");
+        s.join_multicast_v4(&group, &addr).expect("join");
+        let m: UdpSocket = s.into();
+        m.set_read_timeout(Some(Duration::from_millis(10)))
+            .expect("timeout");
+        r.msock = Some(m);
+        r
     }
 
     pub fn now(&self) -> Instant {
@@ -159,15 +186,22 @@ impl TestRouter {
             if done(self) {
                 return true;
             }
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, std::net::SocketAddr::V4(from))) => {
+            for m in [true, false] {
+                let sock = if m {
+                    self.msock.as_ref()
+                } else {
+                    Some(&self.sock)
+                };
+                let Some(sock) = sock else { continue };
+                if let Ok((n, std::net::SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                    if *from.ip() == self.router.router_id() {
+                        continue; // our own group I-See-You, looped back
+                    }
                     let now = self.now();
                     self.received.push((now, *from.ip(), buf[..n].to_vec()));
                     let acts = self.router.handle_message(*from.ip(), &buf[..n], now);
                     self.perform(acts);
                 }
-                Ok(_) => {}
-                Err(_) => {}
             }
             let now = self.now();
             if matches!(self.router.next_timeout(), Some(d) if d <= now) {
