@@ -392,3 +392,103 @@ fn stop_clear_and_unknown_service() {
     assert!(d.wait_exit().success());
     assert!(d.logs().contains("data plane cleared"));
 }
+
+/// A full join against `wccp::engine` driven over real UDP: the engine becomes usable,
+/// is designated, sends a Redirect-Assign; the daemon programs its data plane (`show
+/// assignment`, metrics), and removes the engine when it leaves with SHUTDOWN.
+#[test]
+fn engine_joins_assigns_and_leaves() {
+    use wccp::engine::{Action as EAction, Engine, EngineConfig};
+    use wccp::time::Instant as PInstant;
+    use wccp::wire::ServiceInfo;
+
+    let d = Daemon::start("join", "[[service]]\nid = 0\npassword = \"pw\"\n");
+    let socket = d.engine_socket();
+    let mut cfg = EngineConfig::new(ENGINE, ServiceInfo::web_cache(), vec![Ipv4Addr::LOCALHOST]);
+    cfg.interval = Duration::from_millis(300);
+    cfg.password = Some(b"pw".to_vec());
+    cfg.weight = 100;
+    let mut engine = Engine::new(cfg);
+    let origin = Instant::now();
+    let now = || PInstant::from_millis(origin.elapsed().as_millis() as u64);
+    let send = |actions: Vec<EAction>| {
+        for a in actions {
+            if let EAction::Send(t) = a {
+                socket
+                    .send_to(&t.bytes, SocketAddrV4::new(t.to, d.port))
+                    .unwrap();
+            }
+        }
+    };
+    // Runs the engine for `ms` of real time.
+    let run = |engine: &mut Engine, ms: u64| {
+        let end = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < end {
+            let wait = engine
+                .next_timeout()
+                .map(|t| Duration::from_millis(t.as_millis().saturating_sub(now().as_millis())))
+                .unwrap_or(Duration::from_millis(50))
+                .clamp(Duration::from_millis(1), Duration::from_millis(50));
+            socket.set_read_timeout(Some(wait)).unwrap();
+            let mut buf = [0u8; 4096];
+            match socket.recv_from(&mut buf) {
+                Ok((n, std::net::SocketAddr::V4(from))) => {
+                    send(engine.handle_message(*from.ip(), &buf[..n], now()))
+                }
+                _ => {
+                    if engine.next_timeout().is_some_and(|t| t <= now()) {
+                        send(engine.handle_timeout(now()));
+                    }
+                }
+            }
+        }
+    };
+    send(engine.start(now()));
+    let t0 = Instant::now();
+    loop {
+        run(&mut engine, 200);
+        let a = d.show(&["assignment", "0"]);
+        if a[0]["assignment"]["slots"]["127.0.0.2"] == 256 {
+            assert_eq!(a[0]["designated"], "127.0.0.2");
+            assert_eq!(a[0]["assignment"]["method"], "hash");
+            assert_eq!(a[0]["assignment"]["buckets"].as_array().unwrap().len(), 256);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "no assignment: {a:#}\n{}",
+            d.logs()
+        );
+    }
+    let s = d.show(&["services", "0"]);
+    assert_eq!(s[0]["state"], "active");
+    assert_eq!(s[0]["engines"][0]["state"], "usable");
+    assert_eq!(s[0]["engines"][0]["weight"], 100);
+    assert_eq!(s[0]["engines"][0]["slots"], 256);
+    let m = d.metrics();
+    assert!(
+        m.contains("wccp_engine_slots{service=\"standard/0\",engine=\"127.0.0.2\"} 256"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wccp_usable_engines{service=\"standard/0\"} 1"),
+        "{m}"
+    );
+    assert!(d.logs().contains("data plane programmed"));
+
+    send(engine.shutdown(now()));
+    let t0 = Instant::now();
+    loop {
+        run(&mut engine, 100);
+        let s = d.show(&["services", "0"]);
+        if s[0]["engines"] == Value::Array(vec![]) {
+            assert_eq!(s[0]["state"], "idle");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "engine not removed: {s:#}"
+        );
+    }
+    assert_eq!(d.show(&["stats"])["events"]["engine_removed"], 1);
+}
