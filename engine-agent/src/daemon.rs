@@ -539,6 +539,7 @@ impl Daemon {
         let mut leaving = Vec::new();
         for mut s in old_services {
             info!(service = %s.label, "service removed: leaving its group");
+            self.metrics.forget(&s.label);
             let acts = s.engine.shutdown(now);
             leaving.push((s, acts));
         }
@@ -685,7 +686,11 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", path.display());
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!(
                 "{} is in use: another engine-agent is running",

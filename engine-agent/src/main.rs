@@ -28,10 +28,15 @@
 //!   I-See-You (re-signed for a new password), so the group never sees the engine leave.
 //! - [x] Control socket (0600, line-delimited JSON), `show` sections, `stop`, `reload`.
 //! - [x] Prometheus metrics on an optional address.
-//! - [x] Integration tests with real processes and an in-test `wccp::router::Router`.
+//! - [x] Integration tests with real processes and an in-test `wccp::router::Router` on
+//!   loopback: config errors; join, 1.5 T assignment, `show`, SIGHUP weight, bad reload,
+//!   SIGTERM SHUTDOWN (`tests/join.rs`); two agents split by weight, one stops, the other
+//!   holds all buckets (`tests/two_engines.rs`); multicast group; metrics; counted errors.
 //! - [ ] Data plane (decapsulation to the local proxy, packet return): issue 13;
 //!   `proxy_port` is parsed and shown but not used yet.
 //! - [ ] Netns tests against `redirector-ctl` and Squid (issue 12's tests/ part).
+//! - [ ] The control socket is chmod 0600 just after bind (a moment at the umask's mode);
+//!   its directory is the guard (`RuntimeDirectory` in the systemd unit).
 //! - [ ] Reload restarts a changed service's assignment change numbers at 1 (a new
 //!   engine); routers accept it (they check the key's engine and their own Receive ID and
 //!   member change), but a `wccp::engine::Engine::reconfigure` would keep them.
@@ -179,6 +184,7 @@ fn run(path: &Path, log_format: LogFormat) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match log_format {
         LogFormat::Json => builder.json().init(),
@@ -303,6 +309,15 @@ fn render_text(st: &serde_json::Value, what: Section) -> String {
         s(&st["port"]),
         s(&st["uptime_ms"])
     );
+    if what == Section::Stats {
+        let _ = write!(o, "agent errors:");
+        if let Some(m) = st["errors"].as_object() {
+            for (n, c) in m {
+                let _ = write!(o, " {n}={c}");
+            }
+        }
+        let _ = writeln!(o);
+    }
     for sv in st["services"].as_array().cloned().unwrap_or_default() {
         let _ = writeln!(o, "\nservice {}", s(&sv["service"]));
         match what {

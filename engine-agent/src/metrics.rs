@@ -141,6 +141,16 @@ impl Metrics {
             .set(i64::try_from(routers).unwrap_or(i64::MAX));
     }
 
+    /// Drops a removed service's gauges, so a scrape never shows a group we left.
+    pub fn forget(&self, service: &str) {
+        let l = ServiceLabels {
+            service: service.to_string(),
+        };
+        self.buckets_held.remove(&l);
+        self.designated.remove(&l);
+        self.routers.remove(&l);
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut s = String::new();
