@@ -101,8 +101,10 @@ pub async fn run(
 ) -> Result<(), String> {
     let bind = SocketAddrV4::new(config.address, config.port);
     let socket = udp_socket(bind).map_err(|e| format!("cannot bind UDP {bind}: {e}"))?;
+    // Group I-See-Yous leave by the configured address's interface, not by the route.
     socket
         .set_multicast_loop_v4(false)
+        .and_then(|()| socket2::SockRef::from(&socket).set_multicast_if_v4(&config.address))
         .map_err(|e| format!("UDP {bind}: {e}"))?;
     let socket = Arc::new(socket);
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
@@ -157,6 +159,11 @@ pub async fn run(
         socket,
         seed,
     };
+    for iface in d.config.exclude.clone() {
+        if let Err(e) = d.plane.exclude(&iface) {
+            d.plane_failed(&format!("excluding {iface}"), e);
+        }
+    }
     for iface in d.config.redirect_in.clone() {
         // A failure is logged and shown in `show`; the other interfaces still attach.
         let _ = d.attach(&iface);
@@ -172,6 +179,22 @@ pub async fn run(
     );
     let mut beat = tokio::time::interval(d.config.dataplane.grace / 4);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A data plane adopted from a previous run keeps its tables until this run programs
+    // or clears them. If a group has no assignment by the time its flush timer would have
+    // fired, whatever an earlier run left for it is removed (fail open), so a controller
+    // whose engines are gone does not keep stale redirection alive with its heartbeat.
+    let mut sweep_at = d
+        .config
+        .services
+        .iter()
+        .map(|s| {
+            wccp::time::tenths(
+                s.router.timers.here_i_am,
+                s.router.timers.flush_after_tenths,
+            )
+        })
+        .max()
+        .map(|t| d.origin + t);
     let exit = loop {
         let deadline = d.next_deadline();
         tokio::select! {
@@ -206,6 +229,10 @@ pub async fn run(
                     }
                 }
                 d.apply(actions).await;
+            }
+            _ = sleep_until(sweep_at) => {
+                sweep_at = None;
+                d.sweep();
             }
             _ = beat.tick() => d.heartbeat(),
             _ = hup.recv() => {
@@ -474,6 +501,24 @@ impl Daemon {
                 warn!(kind, %service, event = %detail, "wccp event")
             }
             _ => info!(kind, %service, event = %detail, "wccp event"),
+        }
+    }
+
+    /// Clears every group that has programmed nothing since start (see `run`).
+    fn sweep(&mut self) {
+        let idle: Vec<ServiceId> = self
+            .groups
+            .iter()
+            .filter(|g| g.router.state().services.iter().all(|s| s.table.is_none()))
+            .map(|g| g.service.router.id)
+            .collect();
+        for id in idle {
+            match self.plane.clear(id) {
+                Ok(()) => {
+                    info!(service = %id, "no assignment since start: any table left by an earlier run is cleared (fail open)")
+                }
+                Err(e) => self.plane_failed(&format!("clearing {id}"), e),
+            }
         }
     }
 

@@ -78,6 +78,9 @@ pub trait DataPlane {
     fn attach(&mut self, iface: &str) -> Result<String, PlaneError>;
     /// Stops redirecting on `iface`.
     fn detach(&mut self, iface: &str) -> Result<(), PlaneError>;
+    /// Marks `iface` as never redirected on (the engine-facing side, management), so that
+    /// the program passes its traffic even when attached there.
+    fn exclude(&mut self, iface: &str) -> Result<(), PlaneError>;
     /// Interfaces redirected on, with how (`native`, `generic`, `recorded`).
     fn interfaces(&self) -> Vec<(String, String)>;
     /// Removes redirection entirely and at once (`stop --clear`). Without this call the
@@ -95,6 +98,8 @@ pub struct MemoryPlane {
     pub ifaces: Vec<String>,
     /// Heartbeats received.
     pub heartbeats: u64,
+    /// Interfaces excluded.
+    pub excluded: Vec<String>,
 }
 
 impl DataPlane for MemoryPlane {
@@ -139,6 +144,13 @@ impl DataPlane for MemoryPlane {
         self.ifaces.retain(|i| i != iface);
         if self.ifaces.len() == before {
             return Err(format!("{iface} is not attached"));
+        }
+        Ok(())
+    }
+
+    fn exclude(&mut self, iface: &str) -> Result<(), PlaneError> {
+        if !self.excluded.iter().any(|i| i == iface) {
+            self.excluded.push(iface.to_string());
         }
         Ok(())
     }
@@ -386,6 +398,19 @@ impl DataPlane for XdpPlane {
 
     fn detach(&mut self, iface: &str) -> Result<(), PlaneError> {
         self.redirector()?.detach(iface).map_err(|e| e.to_string())
+    }
+
+    fn exclude(&mut self, iface: &str) -> Result<(), PlaneError> {
+        // The kernel's index of the interface, without netlink: sysfs has it.
+        let path = format!("/sys/class/net/{iface}/ifindex");
+        let index: u32 = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{iface}: no such interface ({e})"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{path}: {e}"))?;
+        self.redirector()?
+            .set_iface_flags(index, redirector_ebpf::layout::IFACE_EXCLUDED)
+            .map_err(|e| e.to_string())
     }
 
     fn interfaces(&self) -> Vec<(String, String)> {

@@ -27,6 +27,8 @@
 //! - Not yet tested here: XDP attach (loader lifecycle being finished), Squid interop
 //!   (patched Squid being built), both to come as netns tests.
 
+#![warn(missing_docs)]
+
 mod config;
 mod control;
 mod daemon;

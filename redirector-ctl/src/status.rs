@@ -518,8 +518,7 @@ impl Status {
                 let errors: Vec<String> = s
                     .counters
                     .iter()
-                    .filter(|(k, _)| k.starts_with("drop."))
-                    .map(|(k, v)| format!("{}={v}", &k[5..]))
+                    .filter_map(|(k, v)| k.strip_prefix("drop.").map(|k| format!("{k}={v}")))
                     .collect();
                 let _ = writeln!(
                     o,
