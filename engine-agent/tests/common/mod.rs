@@ -29,10 +29,15 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// A running agent; killed on drop.
 pub struct Agent {
+    /// The `engine-agent run` process.
     pub child: Child,
+    /// Its scratch directory.
     pub dir: PathBuf,
+    /// Its configuration file (rewritten for SIGHUP tests).
     pub config: PathBuf,
+    /// Its control socket.
     pub socket: PathBuf,
+    /// Its stderr (JSON logs), read when an assertion fails.
     pub log: PathBuf,
 }
 
@@ -73,6 +78,7 @@ impl Agent {
         std::fs::write(&self.config, body).expect("rewrite config");
     }
 
+    /// Sends `sig` to the agent.
     pub fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.child.id()).expect("pid");
         // SAFETY: kill(2) on our own child's pid.
@@ -80,6 +86,7 @@ impl Agent {
         assert_eq!(rc, 0, "kill");
     }
 
+    /// The agent's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -99,7 +106,7 @@ impl Agent {
         serde_json::from_slice(&out.stdout).expect("show --json is JSON")
     }
 
-    /// Waits for the process to exit.
+    /// Waits up to `limit` for the process to exit.
     pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
         let t = StdInstant::now();
         while t.elapsed() < limit {
@@ -121,10 +128,13 @@ impl Drop for Agent {
 
 /// A WCCP router in the test: the real state machine on a loopback socket.
 pub struct TestRouter {
+    /// The router's unicast socket (also what it sends from).
     pub sock: UdpSocket,
     /// Bound to the group, when the service is multicast.
     pub msock: Option<UdpSocket>,
+    /// The state machine.
     pub router: Router,
+    /// UDP port of the group (2048 in production).
     pub port: u16,
     origin: StdInstant,
     /// Every datagram received: (protocol time, sender, bytes).
@@ -132,6 +142,7 @@ pub struct TestRouter {
 }
 
 impl TestRouter {
+    /// A unicast router at `addr`.
     pub fn new(addr: Ipv4Addr, port: u16, service: ServiceConfig) -> TestRouter {
         let sock = UdpSocket::bind(SocketAddrV4::new(addr, port)).expect("bind router socket");
         sock.set_read_timeout(Some(Duration::from_millis(10)))
@@ -174,6 +185,7 @@ impl TestRouter {
         r
     }
 
+    /// Protocol time since the router was made.
     pub fn now(&self) -> Instant {
         Instant::from_millis(self.origin.elapsed().as_millis() as u64)
     }
