@@ -92,10 +92,12 @@ macro_rules! shared_type {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Control {
-    /// CLOCK_MONOTONIC of the controller's last heartbeat, in nanoseconds.
-    pub heartbeat_ns: u64,
-    /// Redirection stops when now > `heartbeat_ns + grace_ns` (wrapping, as in C).
-    pub grace_ns: u64,
+    /// The controller's last heartbeat in jiffies (the kernel's tick counter, which the
+    /// program reads with the inlined `bpf_jiffies64`; a clock helper call would cost a
+    /// third of the program).
+    pub heartbeat_jiffies: u64,
+    /// Redirection stops when now > `heartbeat_jiffies + grace_jiffies` (wrapping, as in C).
+    pub grace_jiffies: u64,
     /// Packets read table slot `generation & 1`; bumped after a slot is fully written.
     pub generation: u32,
     /// [`CONTROL_ENABLED`].
@@ -251,7 +253,7 @@ unsafe impl aya::Pod for ConnEntry {}
 /// Every type shared with the C programs. One line per type.
 pub const SHARED_TYPES: &[SharedType] = &[
     shared_type!(Counters => "redirector_counters" { packets, bytes }),
-    shared_type!(Control => "redirector_control" { heartbeat_ns, grace_ns, generation, flags }),
+    shared_type!(Control => "redirector_control" { heartbeat_jiffies, grace_jiffies, generation, flags }),
     shared_type!(PortEntry => "redirector_port" { dst_pref, src_pref }),
     shared_type!(TableHeader => "redirector_table" { any_pref, services, reserved }),
     shared_type!(ServiceEntry => "redirector_service" {

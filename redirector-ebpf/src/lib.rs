@@ -60,6 +60,6 @@ pub mod model;
 mod redirector;
 pub mod table;
 
-pub use lifecycle::{monotonic_ns, PinRoot, PinRootError};
+pub use lifecycle::{tick_hz, PinRoot, PinRootError};
 pub use loader::{object_bytes, object_names, EbpfObject, LoadError};
-pub use redirector::{AttachMode, Redirector, RedirectorError, OBJECT, PROGRAM};
+pub use redirector::{AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, PROGRAM};

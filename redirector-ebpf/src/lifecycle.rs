@@ -1,5 +1,5 @@
-//! What outlives a controller process: the pin root on bpffs, and the clock the
-//! dead-man switch is read against.
+//! What outlives a controller process: the pin root on bpffs, and the tick rate of the
+//! clock (jiffies) the dead-man switch is read against.
 //!
 //! An XDP attachment is a bpf_link that the kernel destroys with the last file
 //! descriptor to it, and maps die with their last user; pinning both on bpffs is what lets
@@ -154,21 +154,21 @@ pub fn ensure_bpffs_mounted() -> io::Result<()> {
     Ok(())
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so the heartbeat the
-/// controller writes and the program's "now" are comparable. (`std::time::Instant` reads the
-/// same clock but does not expose its value.)
-pub fn monotonic_ns() -> u64 {
+/// The kernel's tick rate (CONFIG_HZ), which the heartbeat's jiffies count in: the
+/// resolution of CLOCK_MONOTONIC_COARSE is one tick. 250 (a common default) if the call
+/// fails, which it does not on Linux.
+pub fn tick_hz() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists on
-    // Linux, so the call cannot fail and the zero fallback is never used.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
+    // SAFETY: clock_getres writes the timespec we own.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let tick_ns = (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+        .saturating_add(ts.tv_nsec as u64);
+    if rc != 0 || tick_ns == 0 {
+        return 250;
+    }
+    (1_000_000_000 + tick_ns / 2) / tick_ns
 }

@@ -296,8 +296,9 @@ impl Dataplane {
         self.finish(Verdict::Pass, reason, frame.to_vec(), bytes)
     }
 
-    /// Runs the program on one frame that arrived on `ifindex` at CLOCK_MONOTONIC `now_ns`.
-    pub fn process(&mut self, frame: &[u8], ifindex: u32, now_ns: u64) -> Outcome {
+    /// Runs the program on one frame that arrived on `ifindex` when the kernel's jiffies
+    /// counter read `now_jiffies`.
+    pub fn process(&mut self, frame: &[u8], ifindex: u32, now_jiffies: u64) -> Outcome {
         let bytes = frame.len() as u64;
         let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.to_vec(), bytes);
 
@@ -456,11 +457,11 @@ impl Dataplane {
         if eng.flags & ENGINE_USABLE == 0 {
             return self.fail_open(Reason::EngineDown, service, frame, bytes);
         }
-        if now_ns
+        if now_jiffies
             > self
                 .control
-                .heartbeat_ns
-                .wrapping_add(self.control.grace_ns)
+                .heartbeat_jiffies
+                .wrapping_add(self.control.grace_jiffies)
         {
             return self.fail_open(Reason::Heartbeat, service, frame, bytes);
         }

@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -13,7 +14,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
-        Xdp, XdpMode,
+        TestRun as _, TestRunOptions, Xdp, XdpMode,
     },
     Pod,
 };
@@ -24,7 +25,7 @@ use crate::{
         ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS, MAX_ENGINES,
         MAX_IFINDEX, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS, STATS_ENTRIES,
     },
-    lifecycle::{monotonic_ns, PinRoot, PinRootError},
+    lifecycle::{tick_hz, PinRoot, PinRootError},
     table::Table,
     EbpfObject, LoadError,
 };
@@ -96,6 +97,10 @@ struct Attachment {
 pub const OBJECT: &str = "redirect";
 /// The XDP program (the C function) in [`OBJECT`].
 pub const PROGRAM: &str = "xdp_redirect";
+/// The program in [`OBJECT`] that reports the kernel's jiffies (see [`Redirector::jiffies`]).
+pub const CLOCK_PROGRAM: &str = "xdp_clock";
+/// `XDP_PASS` in `enum xdp_action`.
+const XDP_PASS_VERDICT: u32 = 2;
 
 /// Why a map operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +152,9 @@ pub enum RedirectorError {
         /// Why it failed.
         reason: String,
     },
+    /// Reading the kernel's jiffies through `xdp_clock` failed.
+    #[error("reading jiffies with xdp_clock: {0}")]
+    Clock(#[source] Box<aya::programs::ProgramError>),
     /// A map operation the kernel refused.
     #[error("map {map}: {source}")]
     Map {
@@ -195,7 +203,15 @@ impl Redirector {
     /// as long as this value: for tests and benchmarks. Nothing is attached and every
     /// packet passes until a table is installed.
     pub fn load() -> Result<Self, RedirectorError> {
-        let mut object = EbpfObject::open(OBJECT)?;
+        Self::load_object(OBJECT)
+    }
+
+    /// Like [`Redirector::load`] for another build of the same C program with the same
+    /// maps: `redirect_bench`, which undoes its encapsulation at the end of each run so
+    /// that `BPF_PROG_TEST_RUN`'s repeat measures the redirect path every time. Never
+    /// attach that build.
+    pub fn load_object(object: &str) -> Result<Self, RedirectorError> {
+        let mut object = EbpfObject::open(object)?;
         object.xdp(PROGRAM)?;
         Ok(Self {
             object,
@@ -407,10 +423,36 @@ impl Redirector {
         Ok(())
     }
 
-    /// Refreshes the dead-man switch with the current CLOCK_MONOTONIC: redirection
-    /// continues until `grace_ns` after now unless refreshed again.
-    pub fn heartbeat(&mut self, grace_ns: u64) -> Result<(), RedirectorError> {
-        self.set_heartbeat(monotonic_ns(), grace_ns)
+    /// Refreshes the dead-man switch: redirection continues for `grace` from now (rounded
+    /// up to whole ticks, plus one for the tick in progress) unless refreshed again.
+    pub fn heartbeat(&mut self, grace: Duration) -> Result<(), RedirectorError> {
+        let now = self.jiffies()?;
+        let hz = u128::from(tick_hz());
+        let ticks = (grace.as_nanos() * hz).div_ceil(1_000_000_000) + 1;
+        self.set_heartbeat(now, u64::try_from(ticks).unwrap_or(u64::MAX))
+    }
+
+    /// The kernel's jiffies now, as the program reads them: user space has no other exact
+    /// view of them, so this runs the object's `xdp_clock` once with BPF_PROG_TEST_RUN.
+    pub fn jiffies(&mut self) -> Result<u64, RedirectorError> {
+        let input = [0u8; 64];
+        let mut output = [0u8; 64];
+        let program = self.object.xdp(CLOCK_PROGRAM)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&input),
+                data_out: Some(&mut output),
+                ..TestRunOptions::new()
+            })
+            .map_err(|source| RedirectorError::Clock(Box::new(source)))?;
+        let mut now = [0u8; 8];
+        now.copy_from_slice(&output[..8]);
+        if result.return_value != XDP_PASS_VERDICT || result.data_size_out < 8 {
+            return Err(RedirectorError::Clock(Box::new(
+                aya::programs::ProgramError::UnexpectedProgramType,
+            )));
+        }
+        Ok(u64::from_ne_bytes(now))
     }
 
     /// The XDP program, for test runs and attaching.
@@ -567,15 +609,17 @@ impl Redirector {
         Ok(())
     }
 
-    /// Writes the dead-man switch: redirection continues while the program's
-    /// CLOCK_MONOTONIC is at most `heartbeat_ns + grace_ns`.
+    /// Writes the dead-man switch in raw jiffies: redirection continues while the
+    /// kernel's jiffies are at most `heartbeat_jiffies + grace_jiffies` (wrapping). For
+    /// tests that need a heartbeat that is always fresh or always stale;
+    /// [`Redirector::heartbeat`] is the controller's call.
     pub fn set_heartbeat(
         &mut self,
-        heartbeat_ns: u64,
-        grace_ns: u64,
+        heartbeat_jiffies: u64,
+        grace_jiffies: u64,
     ) -> Result<(), RedirectorError> {
-        self.control.heartbeat_ns = heartbeat_ns;
-        self.control.grace_ns = grace_ns;
+        self.control.heartbeat_jiffies = heartbeat_jiffies;
+        self.control.grace_jiffies = grace_jiffies;
         self.write_control()
     }
 

@@ -462,8 +462,8 @@ fn program_matches_model_on_random_packets() {
         redirector
             .set_heartbeat(hb, grace)
             .unwrap_or_else(|e| panic!("{e}"));
-        model.control.heartbeat_ns = hb;
-        model.control.grace_ns = grace;
+        model.control.heartbeat_jiffies = hb;
+        model.control.grace_jiffies = grace;
 
         let mut table_config = config;
         for step in 0..2 {
@@ -709,8 +709,8 @@ fn fixtures_replay_in_model_and_program() {
     let table = fixture_config().compile().unwrap_or_else(|e| panic!("{e}"));
     let fresh = || {
         let mut model = Dataplane::default();
-        model.control.heartbeat_ns = FRESH.0;
-        model.control.grace_ns = FRESH.1;
+        model.control.heartbeat_jiffies = FRESH.0;
+        model.control.grace_jiffies = FRESH.1;
         model.install(table.clone());
         model
     };

@@ -280,7 +280,7 @@ fn attach_pin_survive_adopt_clear() -> Result<()> {
     // 1. A fresh, pinned data plane attached natively redirects.
     let mut first = Redirector::open(&root)?;
     first.install(&table(90, ENGINE_A, e0_mac, r1).compile()?)?;
-    first.heartbeat(60_000_000_000)?;
+    first.heartbeat(Duration::from_secs(60))?;
     let mode = net.router.in_ns(|| first.attach("r0"))??;
     assert_eq!(mode, AttachMode::Native);
     assert_eq!(
@@ -316,7 +316,7 @@ fn attach_pin_survive_adopt_clear() -> Result<()> {
         "redirected by the adopting program before its first install"
     );
     second.install(&table(91, ENGINE_B, e0_mac, r1).compile()?)?;
-    second.heartbeat(60_000_000_000)?;
+    second.heartbeat(Duration::from_secs(60))?;
     assert_eq!(
         probe(&client, &capture, macs, 40004, Duration::from_secs(3)),
         Some((ENGINE_B, 91)),
@@ -397,4 +397,57 @@ fn generic_fallback_and_unpinned_detach() -> Result<()> {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(!shown.contains("xdpgeneric"), "lo still has XDP: {shown}");
     lab.teardown().context("lab teardown")
+}
+
+/// The dead-man switch counts in jiffies: `jiffies()` advances at `tick_hz()`, a fresh
+/// `heartbeat` lets packets be redirected, one older than its grace fails them open.
+#[test]
+fn heartbeat_in_jiffies() -> Result<()> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use redirector_ebpf::{layout::STATS_ENTRIES, model::Reason, tick_hz};
+
+    let mut r = Redirector::load()?;
+    let hz = tick_hz();
+    assert!([100, 250, 300, 1000].contains(&hz), "HZ {hz}");
+    let t0 = r.jiffies()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let t1 = r.jiffies()?;
+    let expected = hz / 5;
+    assert!(
+        (t1 - t0).abs_diff(expected) <= 2 + expected / 5,
+        "{} ticks in 200 ms at HZ {hz}",
+        t1 - t0
+    );
+
+    r.install(&table(90, ENGINE_A, [2; 6], (0, [4; 6])).compile()?)?;
+    let reasons = |r: &mut Redirector| -> Result<(u64, u64)> {
+        let s = r.stats()?;
+        assert_eq!(s.len(), STATS_ENTRIES);
+        Ok((
+            s[Reason::RedirectGre as usize].packets,
+            s[Reason::Heartbeat as usize].packets,
+        ))
+    };
+    let frame = syn([2; 6], [6; 6], 40100);
+    let run = |r: &mut Redirector| -> Result<u32> {
+        Ok(r.program()?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::new()
+            })?
+            .return_value)
+    };
+    r.heartbeat(Duration::from_secs(5))?;
+    let before = reasons(&mut r)?;
+    assert_eq!(run(&mut r)?, 3, "XDP_TX");
+    assert_eq!(reasons(&mut r)?, (before.0 + 1, before.1), "redirected");
+    let now = r.jiffies()?;
+    r.set_heartbeat(now - 100, 50)?;
+    assert_eq!(run(&mut r)?, 2, "XDP_PASS");
+    assert_eq!(
+        reasons(&mut r)?,
+        (before.0 + 1, before.1 + 1),
+        "failed open"
+    );
+    Ok(())
 }

@@ -132,7 +132,7 @@ fn tcp_syn(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
 #[test]
 fn gre_output_decapsulates_to_the_original_packet() {
     let mut dp = Dataplane::default();
-    dp.control.heartbeat_ns = u64::MAX / 2;
+    dp.control.heartbeat_jiffies = u64::MAX / 2;
     dp.install(one_service_config(Method::Gre).compile().expect("valid"));
     let frame = tcp_syn([192, 0, 2, 7], [198, 51, 100, 1], 443);
     let out = dp.process(&frame, 1, 0);
@@ -187,8 +187,8 @@ fn fails_open_without_engine_heartbeat_or_service() {
     let mut dp = Dataplane::default();
     let frame = tcp_syn([192, 0, 2, 7], [198, 51, 100, 1], 80);
     assert_eq!(dp.process(&frame, 1, 0).reason, Reason::Disabled);
-    dp.control.heartbeat_ns = 100;
-    dp.control.grace_ns = 10;
+    dp.control.heartbeat_jiffies = 100;
+    dp.control.grace_jiffies = 10;
     dp.install(one_service_config(Method::L2).compile().expect("valid"));
     let stale = dp.process(&frame, 1, 111);
     assert_eq!(

@@ -5,6 +5,7 @@
 //! stubs that pretend to work.
 
 mod bench;
+mod bench_dataplane;
 mod build_ebpf;
 
 use std::process::ExitCode;
@@ -24,14 +25,37 @@ struct Cli {
 enum Command {
     /// Compile every redirector-ebpf/src/bpf/*.c with clang into redirector-ebpf/obj/<name>.o
     BuildEbpf(build_ebpf::Options),
-    /// Time the protocol state machines (Here-I-Am -> I-See-You, 32-engine assignment)
-    Bench(bench::Options),
+    /// Time the protocol state machines (Here-I-Am -> I-See-You, 32-engine assignment);
+    /// `bench dataplane` measures the XDP redirector instead
+    Bench(BenchArgs),
+}
+
+/// `bench` alone times the protocol; `bench dataplane` the XDP data plane.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+    #[command(flatten)]
+    protocol: bench::Options,
+}
+
+/// The benchmark suites other than the protocol's.
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// XDP redirector: ns/packet, live-frames Mpps and kernel forwarding, as ratios to
+    /// baselines in the same run (root)
+    Dataplane(bench_dataplane::Options),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::BuildEbpf(options) => build_ebpf::run(&options),
-        Command::Bench(options) => bench::run(&options),
+        Command::Bench(BenchArgs {
+            what: Some(BenchWhat::Dataplane(options)),
+            ..
+        }) => bench_dataplane::run(&options),
+        Command::Bench(BenchArgs { protocol, .. }) => bench::run(&protocol),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

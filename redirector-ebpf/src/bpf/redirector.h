@@ -154,10 +154,15 @@ struct redirector_counters {
 
 /* The one control record, control[0]. Rust twin: layout::Control. */
 struct redirector_control {
-	/* CLOCK_MONOTONIC of the controller's last heartbeat. */
-	__u64 heartbeat_ns;
-	/* Redirection stops when now > heartbeat_ns + grace_ns. */
-	__u64 grace_ns;
+	/*
+	 * The controller's last heartbeat, in jiffies (bpf_jiffies64). Jiffies,
+	 * not bpf_ktime_get_ns: the kernel inlines bpf_jiffies64, while the
+	 * ktime helper call cost about 31 ns per packet here, a third of the
+	 * program; a dead-man switch needs no better than a tick.
+	 */
+	__u64 heartbeat_jiffies;
+	/* Redirection stops when jiffies > heartbeat_jiffies + grace_jiffies. */
+	__u64 grace_jiffies;
 	/* Slot (generation & 1) that packets read. */
 	__u32 generation;
 	/* CONTROL_* */
