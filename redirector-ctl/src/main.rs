@@ -35,6 +35,7 @@ mod daemon;
 mod dataplane;
 mod decode;
 mod metrics;
+mod nexthop;
 mod status;
 
 use std::io::Write;
