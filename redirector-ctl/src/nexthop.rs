@@ -337,7 +337,7 @@ pub fn assemble(
         {
             Some(p) => {
                 hop.mac = p.mac;
-                hop.neighbour = Some(state);
+                hop.neighbour = (state != "absent").then_some(state);
                 (hop, follow)
             }
             None => {
@@ -682,10 +682,14 @@ async fn resolve(st: &mut State, handle: &Handle, engine: Ipv4Addr) {
         Follow::Trigger => {
             st.pending.insert(engine);
             let now = Instant::now();
-            let due = st
-                .triggered
-                .get(&engine)
-                .is_none_or(|t| now.duration_since(*t) >= TRIGGER_EVERY);
+            // A failed entry is asked again at most every TRIGGER_EVERY (each request is
+            // a few ARP probes); an absent or stale one at once, since the request itself
+            // moves it on (incomplete, delay), so it is not asked twice.
+            let due = hop.neighbour != Some("failed")
+                || st
+                    .triggered
+                    .get(&engine)
+                    .is_none_or(|t| now.duration_since(*t) >= TRIGGER_EVERY);
             if let (true, Some(nh)) = (due, hop.neighbour_addr(engine)) {
                 st.triggered.insert(engine, now);
                 st.counters.triggers = st.counters.triggers.saturating_add(1);
