@@ -422,13 +422,17 @@ impl DataPlane for XdpPlane {
     }
 
     fn exclude(&mut self, iface: &str) -> Result<(), PlaneError> {
-        // The kernel's index of the interface, without netlink: sysfs has it.
-        let path = format!("/sys/class/net/{iface}/ifindex");
-        let index: u32 = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{iface}: no such interface ({e})"))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{path}: {e}"))?;
+        // The index in the controller's own network namespace (sysfs would show the one
+        // /sys was mounted in, which differs under `setns`).
+        let name = std::ffi::CString::new(iface).map_err(|_| format!("{iface}: bad name"))?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(format!(
+                "{iface}: no such interface ({})",
+                std::io::Error::last_os_error()
+            ));
+        }
         self.redirector()?
             .set_iface_flags(index, redirector_ebpf::layout::IFACE_EXCLUDED)
             .map_err(|e| e.to_string())

@@ -346,7 +346,7 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[router]\naddress = \"{ROUTER_E}\"\nredirect_in = [\"r0\"]\ncontrol_socket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\n[timers]\nhere_i_am_ms = 1000\n\n[dataplane]\npin_root = \"{}\"\ngrace_ms = 30000\n\n[[service]]\nid = 0\n",
+            "[router]\naddress = \"{ROUTER_E}\"\nredirect_in = [\"r0\"]\nexclude = [\"r1\"]\ncontrol_socket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\n[timers]\nhere_i_am_ms = 1000\n\n[dataplane]\npin_root = \"{}\"\ngrace_ms = 30000\n\n[[service]]\nid = 0\n",
             sock.display(),
             root.path().display()
         ),
@@ -391,10 +391,10 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     assert_eq!(hop["router_address"], ROUTER_E.to_string(), "{hop:#}");
     assert_eq!(hop["mtu"], 1500, "{hop:#}");
     assert_eq!(hop["reason"], Value::Null, "{hop:#}");
-    assert_eq!(
-        show(&sock, &[])?["dataplane"]["interfaces"][0]["name"],
-        "r0"
-    );
+    let all = show(&sock, &[])?;
+    assert_eq!(all["dataplane"]["interfaces"][0]["name"], "r0", "{all:#}");
+    // The engine-facing side is excluded by its index in the router's namespace.
+    assert_eq!(all["dataplane"]["last_error"], Value::Null, "{all:#}");
 
     // A client SYN arrives at the engine in GRE, to e0's MAC from r1's.
     let client_stop = Arc::new(AtomicBool::new(false));
