@@ -184,15 +184,19 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Runs `wccp::engine` for the web-cache service over UDP until `stop`.
-fn run_engine(stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs `wccp::engine` at `address` for the web-cache service over UDP until `stop`,
+/// forwarding by L2 (`l2`) or GRE.
+fn run_engine(address: Ipv4Addr, l2: bool, stop: Arc<AtomicBool>) -> Result<()> {
     use wccp::engine::{Action, Engine, EngineConfig};
     use wccp::time::Instant as PInstant;
-    use wccp::wire::ServiceInfo;
+    use wccp::wire::{ForwardingMethods, ServiceInfo};
 
-    let socket = UdpSocket::bind(SocketAddrV4::new(ENGINE, WCCP_PORT))?;
-    let mut cfg = EngineConfig::new(ENGINE, ServiceInfo::web_cache(), vec![ROUTER_E]);
+    let socket = UdpSocket::bind(SocketAddrV4::new(address, WCCP_PORT))?;
+    let mut cfg = EngineConfig::new(address, ServiceInfo::web_cache(), vec![ROUTER_E]);
     cfg.interval = Duration::from_millis(500);
+    if l2 {
+        cfg.forwarding = ForwardingMethods::L2;
+    }
     let mut engine = Engine::new(cfg);
     let origin = Instant::now();
     let now = || PInstant::from_millis(origin.elapsed().as_millis() as u64);
@@ -234,6 +238,50 @@ fn run_client(stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         let _ = TcpStream::connect_timeout(&to, Duration::from_millis(15));
     }
+}
+
+/// Port of the controller's metrics endpoint, on the router namespace's loopback.
+const METRICS_PORT: u16 = 9848;
+
+/// Starts `redirector-ctl run` with the XDP data plane in `router`: web-cache service,
+/// redirecting in on r0, r1 (the engine side) excluded, pinned under `root`. Returns the
+/// control socket and the process, once it runs.
+fn start_daemon(
+    lab: &Lab,
+    router: &Host,
+    root: &PinRoot,
+    metrics_port: u16,
+) -> Result<(PathBuf, netns_tests::netns::Process)> {
+    let dir: PathBuf = lab.scratch_dir().to_owned();
+    let sock = dir.join("ctl.sock");
+    let config = dir.join("redirector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[router]\naddress = \"{ROUTER_E}\"\nredirect_in = [\"r0\"]\nexclude = [\"r1\"]\ncontrol_socket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\n[timers]\nhere_i_am_ms = 1000\n\n[dataplane]\npin_root = \"{}\"\ngrace_ms = 30000\n\n[[service]]\nid = 0\n",
+            sock.display(),
+            root.path().display()
+        ),
+    )?;
+    let mut daemon = router.spawn(
+        Command::new(BIN)
+            .args(["run", "--log-format", "json", "-c"])
+            .arg(&config),
+    )?;
+    daemon.wait_for_output("redirector-ctl running", Duration::from_secs(20))?;
+    Ok((sock, daemon))
+}
+
+/// Attaches `xdp_pass` to `iface` of `host`: frames redirected into a veth arrive only
+/// when its peer runs XDP.
+fn xdp_pass(host: &Host, iface: &str) -> Result<EbpfObject> {
+    let mut pass = EbpfObject::open("xdp_pass")?;
+    host.in_ns(|| -> Result<()> {
+        pass.xdp("xdp_pass")?
+            .attach(iface, aya::programs::XdpMode::Driver)?;
+        Ok(())
+    })??;
+    Ok(pass)
 }
 
 fn ctl(sock: &Path, args: &[&str]) -> Result<std::process::Output> {
@@ -325,13 +373,7 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     let r1_mac = router.mac("r1")?;
     let e0_mac = engine.mac("e0")?;
 
-    // Frames redirected into a veth arrive only when its peer runs XDP.
-    let mut pass = EbpfObject::open("xdp_pass")?;
-    engine.in_ns(|| -> Result<()> {
-        pass.xdp("xdp_pass")?
-            .attach("e0", aya::programs::XdpMode::Driver)?;
-        Ok(())
-    })??;
+    let pass = xdp_pass(&engine, "e0")?;
     let capture = {
         let ix = engine.ifindex("e0")?;
         engine.in_ns(|| Capture::open(ix))??
@@ -339,30 +381,12 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
 
     let root = PinRoot::instance(lab.id())?;
     let _pins = PinGuard(root.clone());
-    let dir: PathBuf = lab.scratch_dir().to_owned();
-    let sock = dir.join("ctl.sock");
-    let config = dir.join("redirector.toml");
-    let metrics_port = 9848;
-    std::fs::write(
-        &config,
-        format!(
-            "[router]\naddress = \"{ROUTER_E}\"\nredirect_in = [\"r0\"]\nexclude = [\"r1\"]\ncontrol_socket = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\n[timers]\nhere_i_am_ms = 1000\n\n[dataplane]\npin_root = \"{}\"\ngrace_ms = 30000\n\n[[service]]\nid = 0\n",
-            sock.display(),
-            root.path().display()
-        ),
-    )?;
-    let mut daemon = router.spawn(
-        Command::new(BIN)
-            .args(["run", "--log-format", "json", "-c"])
-            .arg(&config),
-    )?;
-    daemon.wait_for_output("redirector-ctl running", Duration::from_secs(20))?;
-
+    let (sock, mut daemon) = start_daemon(&lab, &router, &root, METRICS_PORT)?;
     let stop = Arc::new(AtomicBool::new(false));
     let _stop = StopOnDrop(stop.clone());
     let engine_thread = {
         let stop = stop.clone();
-        engine.thread(move || run_engine(stop))?
+        engine.thread(move || run_engine(ENGINE, false, stop))?
     };
 
     // Joined, assigned, and the next hop resolved to e0 on r1.
@@ -448,7 +472,7 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     assert!(hops["changes"].as_u64().unwrap_or(0) >= 2, "{hops:#}");
     assert!(hops["notifications"].as_u64().unwrap_or(0) >= 1, "{hops:#}");
     assert!(hops["triggers"].as_u64().unwrap_or(0) >= 1, "{hops:#}");
-    let m = metrics(&router, metrics_port)?;
+    let m = metrics(&router, METRICS_PORT)?;
     assert_eq!(
         metric(
             &m,
@@ -487,6 +511,167 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
 
     stop.store(true, Ordering::SeqCst);
     engine_thread.join()?;
+    ctl(&sock, &["stop", "--clear"])?;
+    daemon.wait_timeout(Duration::from_secs(10))?;
+    assert!(!root.path().exists(), "pin root removed by stop --clear");
+    drop(pass);
+    drop(capture);
+    lab.teardown().context("lab teardown")
+}
+
+/// Engines behind a gateway: a GRE engine's next hop is the gateway (its MAC, shown with
+/// the gateway's address) and redirected SYNs reach the engine through it; an L2 engine
+/// there is refused, with the reason in `show`, the log and the metrics.
+///
+/// ```text
+///  client c0 ── r0 router r1 ── g0 gw g1 ── e0 engines 10.3.0.2 (GRE), 10.3.0.3 (L2)
+///                        10.2.0.1  10.2.0.254  10.3.0.1
+/// ```
+#[test]
+fn engines_behind_a_gateway_gre_through_it_l2_refused() -> Result<()> {
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 254);
+    const GRE_ENGINE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
+    const L2_ENGINE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 3);
+    let lab = Lab::new("ctlgw")?;
+    let client = lab.host("client")?;
+    let router = lab.host("router")?;
+    let gw = lab.host("gw")?;
+    let engines = lab.host("engines")?;
+    lab.link(&client, "c0", &router, "r0")?;
+    lab.link(&router, "r1", &gw, "g0")?;
+    lab.link(&gw, "g1", &engines, "e0")?;
+    client.add_addr("c0", "10.1.0.2/24")?;
+    router.add_addr("r0", "10.1.0.1/24")?;
+    router.add_addr("r1", "10.2.0.1/24")?;
+    gw.add_addr("g0", "10.2.0.254/24")?;
+    gw.add_addr("g1", "10.3.0.1/24")?;
+    engines.add_addr("e0", "10.3.0.2/24")?;
+    engines.add_addr("e0", "10.3.0.3/24")?;
+    client.add_route("default", &ROUTER_C.to_string())?;
+    router.add_route("10.3.0.0/24", &GW.to_string())?;
+    gw.add_route("default", &ROUTER_E.to_string())?;
+    engines.add_route("default", "10.3.0.1")?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    gw.sysctl("net.ipv4.ip_forward", "1")?;
+    let g0_mac = gw.mac("g0")?;
+    let g1_mac = gw.mac("g1")?;
+    let e0_mac = engines.mac("e0")?;
+    let pass = xdp_pass(&gw, "g0")?;
+    let capture = {
+        let ix = engines.ifindex("e0")?;
+        engines.in_ns(|| Capture::open(ix))??
+    };
+    let root = PinRoot::instance(lab.id())?;
+    let _pins = PinGuard(root.clone());
+    let (sock, mut daemon) = start_daemon(&lab, &router, &root, METRICS_PORT)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    let mut threads = Vec::new();
+    for (address, l2) in [(GRE_ENGINE, false), (L2_ENGINE, true)] {
+        let stop = stop.clone();
+        threads.push(engines.thread(move || run_engine(address, l2, stop))?);
+    }
+    let mut last = Value::Null;
+    let find = |list: &Value, a: Ipv4Addr| -> Value {
+        list.as_array()
+            .and_then(|l| l.iter().find(|e| e["address"] == a.to_string()).cloned())
+            .unwrap_or(Value::Null)
+    };
+    wait_until(
+        "both engines usable, the GRE one resolved through the gateway, buckets assigned",
+        Duration::from_secs(30),
+        || {
+            let list = show(&sock, &["engines"])?;
+            last = list.clone();
+            let (g, l) = (find(&list, GRE_ENGINE), find(&list, L2_ENGINE));
+            Ok(g["state"] == "usable"
+                && l["state"] == "usable"
+                && g["slots"].as_u64().unwrap_or(0) > 0
+                && g["next_hop"]["state"] == "resolved"
+                && l["next_hop"]["interface"] == "r1")
+        },
+    )
+    .with_context(|| {
+        format!(
+            "last show engines: {last:#}\n{}",
+            daemon.stderr().unwrap_or_default()
+        )
+    })?;
+    let g = find(&last, GRE_ENGINE);
+    let hop = &g["next_hop"];
+    assert_eq!(hop["gateway"], GW.to_string(), "{hop:#}");
+    assert_eq!(hop["mac"], mac_str(&g0_mac), "the gateway's MAC: {hop:#}");
+    assert_eq!(hop["interface"], "r1", "{hop:#}");
+    assert_eq!(hop["router_address"], ROUTER_E.to_string(), "{hop:#}");
+    let l = find(&last, L2_ENGINE);
+    let hop = &l["next_hop"];
+    assert_eq!(l["forwarding"], "l2", "{l:#}");
+    assert_eq!(hop["state"], "unresolved", "{hop:#}");
+    assert_eq!(hop["gateway"], GW.to_string(), "{hop:#}");
+    let reason = hop["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("on-link") && reason.contains("10.2.0.254"),
+        "{reason}"
+    );
+
+    // Client SYNs in the GRE engine's buckets reach it through the gateway.
+    let client_stop = Arc::new(AtomicBool::new(false));
+    let _client_stop = StopOnDrop(client_stop.clone());
+    let client_thread = {
+        let stop = client_stop.clone();
+        client.thread(move || run_client(stop))?
+    };
+    let got = capture
+        .redirected(Duration::from_secs(5))
+        .with_context(|| {
+            format!(
+                "no redirected SYN at the engines; {:#}",
+                show(&sock, &["stats"]).unwrap_or_default()
+            )
+        })?;
+    assert_eq!(
+        got,
+        Redirected {
+            dst_mac: e0_mac,
+            src_mac: g1_mac,
+            outer_src: ROUTER_E,
+            outer_dst: GRE_ENGINE,
+            service: 0,
+        },
+        "forwarded by the gateway"
+    );
+    client_stop.store(true, Ordering::SeqCst);
+    client_thread.join();
+
+    let logs = daemon.stderr()?;
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("next hop unresolved") && l.contains("10.3.0.3")),
+        "{logs}"
+    );
+    let m = metrics(&router, METRICS_PORT)?;
+    assert_eq!(
+        metric(
+            &m,
+            "wccp_engine_next_hop_resolved{service=\"standard/0\",engine=\"10.3.0.3\"}"
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "wccp_engine_next_hop_resolved{service=\"standard/0\",engine=\"10.3.0.2\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join()?;
+    }
     ctl(&sock, &["stop", "--clear"])?;
     daemon.wait_timeout(Duration::from_secs(10))?;
     assert!(!root.path().exists(), "pin root removed by stop --clear");
