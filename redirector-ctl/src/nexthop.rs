@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use rtnetlink::packet_route::link::{
+    LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -191,7 +193,15 @@ pub struct LinkFacts {
     pub lower_up: bool,
     /// IFF_NOARP: no neighbour resolution on it.
     pub noarp: bool,
+    /// Its kind (`veth`, `vlan`, `bridge`, ...), for virtual devices.
+    pub kind: Option<String>,
 }
+
+/// Kinds of device that XDP cannot redirect frames out of (they have no `ndo_xdp_xmit`):
+/// a frame sent there would be dropped, so such an engine fails open instead.
+pub const NO_XDP_XMIT: [&str; 9] = [
+    "bridge", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "dummy", "vrf",
+];
 
 /// The facts of a link message.
 pub fn link_facts(m: &LinkMessage) -> LinkFacts {
@@ -208,6 +218,13 @@ pub fn link_facts(m: &LinkMessage) -> LinkFacts {
             LinkAttribute::IfName(n) => f.name = n.clone(),
             LinkAttribute::Mtu(v) => f.mtu = *v,
             LinkAttribute::Address(a) if ether => f.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        f.kind = Some(k.to_string());
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -320,6 +337,16 @@ pub fn assemble(
         return fail(
             hop,
             format!("interface {name} is not Ethernet (no MAC address)"),
+            Follow::Nothing,
+        );
+    }
+    if let Some(kind) = link.kind.as_deref().filter(|k| NO_XDP_XMIT.contains(k)) {
+        return fail(
+            hop,
+            format!(
+                "interface {name} is a {kind} device, which XDP cannot redirect out of \
+                 (route the engine through the underlying device)"
+            ),
             Follow::Nothing,
         );
     }
@@ -865,6 +892,7 @@ mod tests {
             up: true,
             lower_up: true,
             noarp: false,
+            kind: Some("veth".into()),
         }
     }
 
@@ -972,7 +1000,9 @@ mod tests {
     #[test]
     fn interfaces_that_cannot_carry_the_redirect_are_refused() {
         type Change = fn(&mut LinkFacts);
-        let cases: [(Change, &str); 4] = [
+        let cases: [(Change, &str); 6] = [
+            (|l| l.kind = Some("vlan".into()), "vlan device"),
+            (|l| l.kind = Some("bridge".into()), "bridge device"),
             (|l| l.up = false, "is down"),
             (|l| l.lower_up = false, "no carrier"),
             (|l| l.mac = None, "not Ethernet"),
@@ -1142,6 +1172,9 @@ mod tests {
             LinkAttribute::IfName("r1".into()),
             LinkAttribute::Mtu(1500),
             LinkAttribute::Address(SRC.to_vec()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                rtnetlink::packet_route::link::InfoKind::Veth,
+            )]),
         ];
         assert_eq!(link_facts(&l), link());
         l.header.link_layer_type = LinkLayerType::Loopback;

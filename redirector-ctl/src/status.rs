@@ -726,3 +726,56 @@ mod erased {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(gateway: Option<Ipv4Addr>) -> NextHop {
+        NextHop {
+            iface: Some("r1".into()),
+            ifindex: 3,
+            gateway,
+            router_addr: Some(Ipv4Addr::new(10, 2, 0, 1)),
+            src_mac: Some([2, 0, 0, 0, 0, 1]),
+            mac: Some([2, 0, 0, 0, 0, 0xaa]),
+            mtu: 1500,
+            neighbour: Some("reachable"),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn next_hop_json_has_the_documented_fields() {
+        let v = serde_json::to_value(NextHopStatus::of(Some(&hop(None)), false)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "state": "resolved",
+                "reason": null,
+                "interface": "r1",
+                "ifindex": 3,
+                "gateway": null,
+                "mac": "02:00:00:00:00:aa",
+                "src_mac": "02:00:00:00:00:01",
+                "router_address": "10.2.0.1",
+                "mtu": 1500,
+                "neighbour": "reachable",
+            })
+        );
+    }
+
+    #[test]
+    fn unresolved_next_hops_say_why() {
+        let v = NextHopStatus::of(None, false);
+        assert_eq!(v.state, "unresolved");
+        assert_eq!(v.reason.as_deref(), Some("not looked up yet"));
+        let gw = Ipv4Addr::new(10, 2, 0, 254);
+        let l2 = NextHopStatus::of(Some(&hop(Some(gw))), true);
+        assert_eq!(l2.state, "unresolved");
+        assert!(l2.reason.unwrap().contains("on-link"));
+        assert_eq!(l2.gateway, Some(gw), "the path is still shown");
+        let gre = NextHopStatus::of(Some(&hop(Some(gw))), false);
+        assert_eq!(gre.state, "resolved");
+    }
+}
