@@ -569,7 +569,7 @@ async fn run(
         MulticastGroup::Ipv4Route,
         MulticastGroup::Link,
     ];
-    let (conn, handle, mut messages) = match rtnetlink::new_multicast_connection(&groups) {
+    let (mut conn, handle, mut messages) = match rtnetlink::new_multicast_connection(&groups) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "cannot open netlink: engines' next hops stay unresolved (their buckets fail open)");
@@ -595,6 +595,12 @@ async fn run(
             }
         }
     };
+    // Room for a burst of neighbour changes (an ARP storm on a busy segment); what still
+    // overflows is caught up by the periodic refresh.
+    use rtnetlink::sys::AsyncSocket as _;
+    if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(1usize << 20) {
+        debug!(error = %e, "netlink receive buffer left at its default");
+    }
     tokio::spawn(conn);
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
