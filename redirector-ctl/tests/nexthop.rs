@@ -3,8 +3,10 @@
 //! netlink (`show engines --json` says so), a client's TCP SYN arrives at the engine in
 //! GRE, and when the engine's MAC moves the redirected traffic follows it: once learnt
 //! from the engine's gratuitous ARP, once by re-resolution after the router's neighbour
-//! entry is flushed. Root only; everything lives in a `netns_tests::netns::Lab` (torn
-//! down on drop, failures included) and a per-lab pin root (removed by a guard).
+//! entry is flushed. Also: engines behind a gateway (GRE through it; L2 refused, with the
+//! reason) and an on-link L2 engine (frames rewritten, not encapsulated). Root only;
+//! everything lives in a `netns_tests::netns::Lab` (torn down on drop, failures included)
+//! and a per-lab pin root (removed by a guard).
 //!
 //! ```text
 //!  client c0 ──veth── r0 router r1 ──veth── e0 engine
@@ -675,6 +677,107 @@ fn engines_behind_a_gateway_gre_through_it_l2_refused() -> Result<()> {
     ctl(&sock, &["stop", "--clear"])?;
     daemon.wait_timeout(Duration::from_secs(10))?;
     assert!(!root.path().exists(), "pin root removed by stop --clear");
+    drop(pass);
+    drop(capture);
+    lab.teardown().context("lab teardown")
+}
+
+/// An on-link engine that forwards by L2: its next hop is resolved (no gateway) and the
+/// client's SYN arrives unencapsulated, its Ethernet header rewritten to the engine's MAC
+/// from the router's engine-side interface.
+#[test]
+fn on_link_l2_engine_gets_rewritten_frames() -> Result<()> {
+    let lab = Lab::new("ctll2")?;
+    let client = lab.host("client")?;
+    let router = lab.host("router")?;
+    let engine = lab.host("engine")?;
+    lab.link(&client, "c0", &router, "r0")?;
+    lab.link(&router, "r1", &engine, "e0")?;
+    client.add_addr("c0", "10.1.0.2/24")?;
+    router.add_addr("r0", "10.1.0.1/24")?;
+    router.add_addr("r1", "10.2.0.1/24")?;
+    engine.add_addr("e0", "10.2.0.2/24")?;
+    client.add_route("default", &ROUTER_C.to_string())?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    let r1_mac = router.mac("r1")?;
+    let e0_mac = engine.mac("e0")?;
+    let pass = xdp_pass(&engine, "e0")?;
+    let capture = {
+        let ix = engine.ifindex("e0")?;
+        engine.in_ns(|| Capture::open(ix))??
+    };
+    let root = PinRoot::instance(lab.id())?;
+    let _pins = PinGuard(root.clone());
+    let (sock, mut daemon) = start_daemon(&lab, &router, &root, METRICS_PORT)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    let engine_thread = {
+        let stop = stop.clone();
+        engine.thread(move || run_engine(ENGINE, true, stop))?
+    };
+    let mut last = Value::Null;
+    wait_until(
+        "the L2 engine to be usable with a resolved next hop and 256 buckets",
+        Duration::from_secs(30),
+        || {
+            let e = show(&sock, &["engines"])?;
+            last = e.clone();
+            let e = &e[0];
+            Ok(e["state"] == "usable" && e["slots"] == 256 && e["next_hop"]["state"] == "resolved")
+        },
+    )
+    .with_context(|| {
+        format!(
+            "last show engines: {last:#}\n{}",
+            daemon.stderr().unwrap_or_default()
+        )
+    })?;
+    assert_eq!(last[0]["forwarding"], "l2", "{last:#}");
+    assert_eq!(last[0]["next_hop"]["mac"], mac_str(&e0_mac), "{last:#}");
+
+    let client_stop = Arc::new(AtomicBool::new(false));
+    let _client_stop = StopOnDrop(client_stop.clone());
+    let client_thread = {
+        let stop = client_stop.clone();
+        client.thread(move || run_client(stop))?
+    };
+    // The SYN itself, not encapsulated, between the rewritten MACs.
+    let start = Instant::now();
+    let mut found = None;
+    while found.is_none() && start.elapsed() < Duration::from_secs(5) {
+        let Some(f) = capture.recv() else { continue };
+        let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+        if f.len() >= 54
+            && f[12..14] == [0x08, 0x00]
+            && f[23] == 6
+            && ip4(&f[26..30]) == CLIENT
+            && ip4(&f[30..34]) == SERVER
+            && f[36..38] == 80u16.to_be_bytes()
+        {
+            found = Some((
+                <[u8; 6]>::try_from(&f[0..6])?,
+                <[u8; 6]>::try_from(&f[6..12])?,
+            ));
+        }
+    }
+    client_stop.store(true, Ordering::SeqCst);
+    client_thread.join();
+    let (dst, src) = found.with_context(|| {
+        format!(
+            "no L2-redirected SYN at the engine; {:#}",
+            show(&sock, &["stats"]).unwrap_or_default()
+        )
+    })?;
+    assert_eq!(
+        (dst, src),
+        (e0_mac, r1_mac),
+        "rewritten to the engine's MAC"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    engine_thread.join()?;
+    ctl(&sock, &["stop", "--clear"])?;
+    daemon.wait_timeout(Duration::from_secs(10))?;
     drop(pass);
     drop(capture);
     lab.teardown().context("lab teardown")
