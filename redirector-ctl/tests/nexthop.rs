@@ -511,6 +511,27 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     let logs = daemon.stderr()?;
     assert!(logs.contains("next hop unresolved"), "{logs}");
 
+    // 4. The link comes back: the carrier notification brings a fresh resolution (the
+    //    kernel flushed the neighbour entry with the carrier) and the engine is reachable
+    //    again with its last MAC.
+    engine.link_up("e0")?;
+    let t0 = Instant::now();
+    wait_until(
+        "the next hop to be resolved again once the link is back",
+        Duration::from_secs(5),
+        || {
+            let e = show(&sock, &["engines"])?;
+            last = e.clone();
+            Ok(e[0]["next_hop"]["state"] == "resolved")
+        },
+    )
+    .with_context(|| format!("{last:#}"))?;
+    eprintln!(
+        "next hop resolved again {:?} after the link came back",
+        t0.elapsed()
+    );
+    assert_eq!(last[0]["next_hop"]["mac"], "02:aa:00:00:00:02", "{last:#}");
+
     stop.store(true, Ordering::SeqCst);
     engine_thread.join()?;
     ctl(&sock, &["stop", "--clear"])?;
