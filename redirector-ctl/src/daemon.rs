@@ -36,7 +36,7 @@ use wccp::wire::Message;
 use crate::config::{Config, Service};
 use crate::control::{Format, Request, Response};
 use crate::dataplane::{DataPlane, PlaneCounters};
-use crate::nexthop::{mac_string, NextHop, Resolver, ResolverCounters, Update};
+use crate::nexthop::{mac_string, NextHop, Resolver, Update};
 use crate::status::{DataplaneStatus, Interface, Stats, Status};
 
 /// What the other tasks ask of the main loop.
@@ -72,7 +72,6 @@ struct Daemon {
     resolver: Resolver,
     /// The engines' next hops, as last resolved.
     next_hops: BTreeMap<Ipv4Addr, NextHop>,
-    hop_counters: ResolverCounters,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
@@ -167,7 +166,6 @@ pub async fn run(
         seed,
         resolver,
         next_hops: BTreeMap::new(),
-        hop_counters: ResolverCounters::default(),
     };
     for iface in d.config.exclude.clone() {
         if let Err(e) = d.plane.exclude(&iface) {
@@ -552,7 +550,6 @@ impl Daemon {
             }
         }
         self.next_hops = update.hops;
-        self.hop_counters = update.counters;
         let hops = self.next_hops.clone();
         if let Err(e) = self.plane.set_next_hops(&hops) {
             self.plane_failed("reprogramming for new next hops", e);
@@ -665,7 +662,7 @@ impl Daemon {
         }
         stats.events = self.events.clone();
         stats.dataplane = plane;
-        stats.next_hops = self.hop_counters;
+        stats.next_hops = self.resolver.counters();
         Status {
             router_id: self.config.address,
             port: self.config.port,

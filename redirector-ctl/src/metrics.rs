@@ -14,7 +14,7 @@
 //! - `wccp_engine_next_hop_resolved{service,engine}`: 1 when the data plane can reach the
 //!   engine (next hop resolved for its forwarding method), 0 when its buckets fail open.
 //! - `wccp_next_hop_lookups_total{result="resolved"|"unresolved"}`: next-hop lookups.
-//! - `wccp_next_hop_changes_total`: times an engine's next hop changed (MAC moved, ...).
+//! - `wccp_next_hop_changes_total`: times an engine's path changed (MAC moved, ...).
 //! - `wccp_next_hop_triggers_total`: neighbour resolutions asked of the kernel.
 
 use prometheus_client::encoding::text::encode;

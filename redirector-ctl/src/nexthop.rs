@@ -493,7 +493,8 @@ pub struct ResolverCounters {
     pub resolved: u64,
     /// Lookups that did not.
     pub unresolved: u64,
-    /// Times an engine's next hop changed (MAC moved, route changed, resolved, lost).
+    /// Times an engine's path changed (MAC moved, route changed, resolved, lost); changes
+    /// of the neighbour state alone (reachable, stale, ...) do not count.
     pub changes: u64,
     /// Neighbour resolutions asked of the kernel.
     pub triggers: u64,
@@ -501,13 +502,11 @@ pub struct ResolverCounters {
     pub notifications: u64,
 }
 
-/// What the resolver sends when something changed.
+/// What the resolver sends when something changed: every wanted engine's next hop.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Update {
     /// Every wanted engine's next hop.
     pub hops: BTreeMap<Ipv4Addr, NextHop>,
-    /// Counters so far.
-    pub counters: ResolverCounters,
 }
 
 /// The daemon's end of the resolver task: tell it which engines to follow; updates
@@ -515,6 +514,7 @@ pub struct Update {
 #[derive(Debug)]
 pub struct Resolver {
     wanted: watch::Sender<BTreeSet<Ipv4Addr>>,
+    counters: watch::Receiver<ResolverCounters>,
 }
 
 impl Resolver {
@@ -522,9 +522,15 @@ impl Resolver {
     /// GRE source used when a route has no preferred source.
     pub fn start(configured_router: Ipv4Addr) -> (Resolver, mpsc::Receiver<Update>) {
         let (wanted, wanted_rx) = watch::channel(BTreeSet::new());
+        let (counters_tx, counters) = watch::channel(ResolverCounters::default());
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run(configured_router, wanted_rx, tx));
-        (Resolver { wanted }, rx)
+        tokio::spawn(run(configured_router, wanted_rx, tx, counters_tx));
+        (Resolver { wanted, counters }, rx)
+    }
+
+    /// The counters now.
+    pub fn counters(&self) -> ResolverCounters {
+        *self.counters.borrow()
     }
 
     /// Follows exactly these engines from now on.
@@ -555,6 +561,7 @@ async fn run(
     configured_router: Ipv4Addr,
     mut wanted_rx: watch::Receiver<BTreeSet<Ipv4Addr>>,
     tx: mpsc::Sender<Update>,
+    counters: watch::Sender<ResolverCounters>,
 ) {
     let mut st = State {
         configured_router,
@@ -581,15 +588,7 @@ async fn run(
                     .iter()
                     .map(|e| (*e, NextHop::unresolved(format!("netlink unavailable: {e}"))))
                     .collect();
-                if tx
-                    .send(Update {
-                        hops,
-                        counters: st.counters,
-                    })
-                    .await
-                    .is_err()
-                    || wanted_rx.changed().await.is_err()
-                {
+                if tx.send(Update { hops }).await.is_err() || wanted_rx.changed().await.is_err() {
                     return;
                 }
             }
@@ -633,6 +632,7 @@ async fn run(
                 while let Ok((msg, _)) = messages.try_recv() {
                     note(&mut st, &msg, &mut dirty);
                 }
+                counters.send_replace(st.counters);
             }
             _ = retry.tick() => {
                 dirty = st.pending.clone();
@@ -646,6 +646,7 @@ async fn run(
         for engine in dirty {
             resolve(&mut st, &handle, engine).await;
         }
+        counters.send_replace(st.counters);
         let hops: BTreeMap<Ipv4Addr, NextHop> = st
             .wanted
             .iter()
@@ -661,18 +662,15 @@ async fn run(
             .collect();
         if sent.as_ref() != Some(&hops) {
             if let Some(old) = &sent {
-                let changed = hops.iter().filter(|(e, h)| old.get(e) != Some(h)).count();
+                let changed = hops
+                    .iter()
+                    .filter(|(e, h)| old.get(e).is_some_and(|o| o.path(false) != h.path(false)))
+                    .count();
                 st.counters.changes = st.counters.changes.saturating_add(changed as u64);
+                counters.send_replace(st.counters);
             }
             sent = Some(hops.clone());
-            if tx
-                .send(Update {
-                    hops,
-                    counters: st.counters,
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(Update { hops }).await.is_err() {
                 return;
             }
         }

@@ -231,8 +231,8 @@ pub struct Stats {
     /// Data-plane packet counters.
     pub dataplane: PlaneCounters,
     /// Next-hop resolution: lookups `resolved` and `unresolved`, `changes` of an engine's
-    /// next hop, neighbour resolutions asked of the kernel (`triggers`), netlink
-    /// `notifications` received.
+    /// path (MAC, interface, gateway, resolved or not), neighbour resolutions asked of the
+    /// kernel (`triggers`), netlink `notifications` received.
     pub next_hops: ResolverCounters,
 }
 
