@@ -209,9 +209,15 @@ pub struct Ctl {
 
 impl Ctl {
     /// Writes the configuration and starts `redirector-ctl run --log-format json` in
-    /// `host`; returns once the control socket answers.
+    /// `host`; returns once the control socket answers. `name` (letters and digits) names
+    /// its files and its pin root, `<PIN_BASE>/<lab id>-<name>`.
     pub fn start(host: &Host, name: &str, cfg: &CtlConfig) -> Result<Ctl> {
         let bin = binary("redirector-ctl")?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            bail!("controller name {name:?}: letters and digits only (it names the pin root)");
+        }
+        static STALE: OnceLock<()> = OnceLock::new();
+        STALE.get_or_init(remove_stale_pin_roots);
         let dir = host.scratch_dir();
         let socket = dir.join(format!("{name}-ctl.sock"));
         let config = dir.join(format!("{name}-redirector.toml"));
@@ -219,7 +225,7 @@ impl Ctl {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/wccp-redirector/{lab}-{name}"));
+        let pin_root = Path::new(PIN_BASE).join(format!("{lab}-{name}"));
         let quoted: Vec<String> = cfg.redirect_in.iter().map(|i| format!("\"{i}\"")).collect();
         let text = format!(
             "[router]\naddress = \"{}\"\nredirect_in = [{}]\ncontrol_socket = \"{}\"\n\n\
@@ -372,6 +378,38 @@ impl Drop for Ctl {
     }
 }
 
+/// Where [`Ctl`] pin roots go: `<PIN_BASE>/<lab id>-<router name>`.
+const PIN_BASE: &str = "/sys/fs/bpf/wccp-redirector";
+
+/// Removes pin roots that [`Ctl`]s of test processes that no longer exist left behind (a
+/// run killed before its guards dropped): names `<prefix>-p<pid>-<n>-<router>` whose pid
+/// is gone.
+/// Other pin roots (a deployment's `default`, live tests') are never touched.
+fn remove_stale_pin_roots() {
+    let Ok(dir) = std::fs::read_dir(PIN_BASE) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Exactly our shape: lab prefix, p<pid>, lab counter, router name.
+        let parts: Vec<&str> = name.split('-').collect();
+        let pid = (parts.len() == 4)
+            .then(|| parts[1].strip_prefix('p'))
+            .flatten()
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => eprintln!("netns-tests: removed stale pin root {}", e.path().display()),
+                Err(err) => eprintln!(
+                    "netns-tests: removing stale pin root {}: {err}",
+                    e.path().display()
+                ),
+            }
+        }
+    }
+}
+
 /// A running `engine-agent run` in a host.
 #[derive(Debug)]
 pub struct Agent {
@@ -442,6 +480,9 @@ pub struct Squid {
     pub process: Process,
     /// Its directory: squid.conf, cache.log.
     pub dir: PathBuf,
+    /// Its `-n` service name (shared-memory segments are `/dev/shm/<name>-*`), unique per
+    /// test process so that parallel runs never share segments.
+    pub service_name: String,
 }
 
 impl Squid {
@@ -478,7 +519,7 @@ impl Squid {
         conf.push_str(wccp);
         let path = dir.join("squid.conf");
         std::fs::write(&path, conf)?;
-        let svc = format!("wccp{name}");
+        let svc = format!("wccp{name}{}", std::process::id());
         host.run(
             Command::new(bin)
                 .args(["-n", &svc, "-k", "parse", "-f"])
@@ -488,7 +529,11 @@ impl Squid {
         let mut process =
             host.spawn(Command::new(bin).args(["-N", "-n", &svc, "-f"]).arg(&path))?;
         process.set_grace(Duration::from_secs(8));
-        Ok(Squid { process, dir })
+        Ok(Squid {
+            process,
+            dir,
+            service_name: svc,
+        })
     }
 
     /// Its cache.log so far.
@@ -505,16 +550,9 @@ impl Drop for Squid {
         let _ = self.process.stop();
         // Shared memory is not per namespace: make sure a killed Squid leaves none.
         if let Ok(dir) = std::fs::read_dir("/dev/shm") {
-            let name = self
-                .dir
-                .file_name()
-                .map(|n| n.to_string_lossy().replace("squid-", "wccp"))
-                .unwrap_or_default();
+            let lead = format!("{}-", self.service_name);
             for e in dir.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{name}-"))
-                {
+                if e.file_name().to_string_lossy().starts_with(&lead) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

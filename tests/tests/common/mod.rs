@@ -126,7 +126,7 @@ pub fn slots(service: &Value) -> BTreeMap<String, u64> {
 }
 
 /// The engine entry of `address` in a service of the router's `show`.
-pub fn engine<'a>(service: &'a Value, address: Ipv4Addr) -> Option<&'a Value> {
+pub fn engine(service: &Value, address: Ipv4Addr) -> Option<&Value> {
     service["engines"]
         .as_array()?
         .iter()
