@@ -28,7 +28,10 @@ fn agent_config(address: Ipv4Addr, weight: u16) -> String {
 }
 
 fn failover(prefix: &str, signal: Signal) -> Result<Duration> {
-    let net = Net::new(prefix, 1, 2)?;
+    Net::new(prefix, 1, 2)?.run(|net| failover_in(net, prefix, signal))
+}
+
+fn failover_in(net: &Net, prefix: &str, signal: Signal) -> Result<Duration> {
     let mut cfg = CtlConfig::new(router_ip(0), &["cli0"], "[[service]]\nid = 0\n");
     cfg.here_i_am_ms = T_MS;
     let ctl = Ctl::start(&net.routers[0], "r1", &cfg)?;

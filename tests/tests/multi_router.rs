@@ -86,8 +86,11 @@ fn one_engine_two_routers_same_assignment() {
 }
 
 fn one_engine_two_routers() -> Result<()> {
-    let net = Net::new("tworouter", 2, 1)?;
-    let ctls = routers(&net, "[[service]]\nid = 0\n")?;
+    Net::new("tworouter", 2, 1)?.run(one_engine_two_routers_in)
+}
+
+fn one_engine_two_routers_in(net: &Net) -> Result<()> {
+    let ctls = routers(net, "[[service]]\nid = 0\n")?;
     let e = engine_ip(0);
     let agent = Agent::start(
         &net.engines[0],
@@ -131,9 +134,12 @@ fn multicast_group_two_routers_two_engines_agree() {
 }
 
 fn multicast_group() -> Result<()> {
-    let net = Net::new("mcast", 2, 2)?;
+    Net::new("mcast", 2, 2)?.run(multicast_group_in)
+}
+
+fn multicast_group_in(net: &Net) -> Result<()> {
     let ctls = routers(
-        &net,
+        net,
         &format!("[[service]]\nid = 0\nmulticast = \"{GROUP}\"\n"),
     )?;
     let (a, b) = (engine_ip(0), engine_ip(1));

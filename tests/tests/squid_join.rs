@@ -104,18 +104,31 @@ fn check_dataplane_attached(ctl: &Ctl) -> Result<()> {
     Ok(())
 }
 
-/// Squid with `methods` (forwarding, return, assignment) joins service 0 and dynamic
-/// `dynamic`, described by `info`.
-fn join_two_services(
-    squid_bin: &Path,
-    prefix: &str,
-    fwd: &str,
-    asg: &str,
+/// A two-service join: Squid with forwarding (and return) method `fwd` and assignment
+/// method `asg` joins service 0 and dynamic service `dynamic`, described by `info`, and
+/// assigns `count` slots of each.
+struct TwoServices {
+    prefix: &'static str,
+    fwd: &'static str,
+    asg: &'static str,
     dynamic: u8,
-    info: &str,
+    info: &'static str,
     count: u64,
-) -> Result<String> {
-    let net = Net::new(prefix, 1, 1)?;
+}
+
+fn join_two_services(squid_bin: &Path, v: &TwoServices) -> Result<String> {
+    Net::new(v.prefix, 1, 1)?.run(|net| join_two_services_in(net, squid_bin, v))
+}
+
+fn join_two_services_in(net: &Net, squid_bin: &Path, v: &TwoServices) -> Result<String> {
+    let &TwoServices {
+        prefix,
+        fwd,
+        asg,
+        dynamic,
+        info,
+        count,
+    } = v;
     let services =
         format!("[[service]]\nid = 0\n\n[[service]]\nid = {dynamic}\ntype = \"dynamic\"\n");
     let ctl = Ctl::start(
@@ -186,12 +199,14 @@ fn join_two_services(
 fn gre_hash(squid: &Path) -> Result<String> {
     join_two_services(
         squid,
-        "sqgre",
-        "gre",
-        "hash",
-        80,
-        "protocol=tcp flags=src_ip_hash,dst_ip_hash priority=240 ports=80,443,8080",
-        256,
+        &TwoServices {
+            prefix: "sqgre",
+            fwd: "gre",
+            asg: "hash",
+            dynamic: 80,
+            info: "protocol=tcp flags=src_ip_hash,dst_ip_hash priority=240 ports=80,443,8080",
+            count: 256,
+        },
     )
 }
 
@@ -199,19 +214,24 @@ fn l2_mask(squid: &Path) -> Result<String> {
     // Squid's mask is 0x1741 on the destination (or source) address: 6 bits, 64 values.
     join_two_services(
         squid,
-        "sql2",
-        "l2",
-        "mask",
-        90,
-        "protocol=tcp flags=src_ip_hash priority=200 ports=80,443",
-        64,
+        &TwoServices {
+            prefix: "sql2",
+            fwd: "l2",
+            asg: "mask",
+            dynamic: 90,
+            info: "protocol=tcp flags=src_ip_hash priority=200 ports=80,443",
+            count: 64,
+        },
     )
 }
 
 const PASSWORD: &str = "Fx8pass!";
 
 fn md5_right(squid_bin: &Path) -> Result<String> {
-    let net = Net::new("sqmd5", 1, 1)?;
+    Net::new("sqmd5", 1, 1)?.run(|net| md5_right_in(net, squid_bin))
+}
+
+fn md5_right_in(net: &Net, squid_bin: &Path) -> Result<String> {
     let services = format!("[[service]]\nid = 0\npassword = \"{PASSWORD}\"\n");
     let ctl = Ctl::start(
         &net.routers[0],
@@ -246,7 +266,10 @@ fn md5_right(squid_bin: &Path) -> Result<String> {
 }
 
 fn md5_wrong(squid_bin: &Path) -> Result<String> {
-    let net = Net::new("sqbad", 1, 1)?;
+    Net::new("sqbad", 1, 1)?.run(|net| md5_wrong_in(net, squid_bin))
+}
+
+fn md5_wrong_in(net: &Net, squid_bin: &Path) -> Result<String> {
     let services = format!("[[service]]\nid = 0\npassword = \"{PASSWORD}\"\n");
     let ctl = Ctl::start(
         &net.routers[0],
@@ -304,7 +327,10 @@ fn md5_wrong(squid_bin: &Path) -> Result<String> {
 }
 
 fn unpatched(_: &Path) -> Result<String> {
-    let net = Net::new("sqdeb", 1, 1)?;
+    Net::new("sqdeb", 1, 1)?.run(unpatched_in)
+}
+
+fn unpatched_in(net: &Net) -> Result<String> {
     let ctl = Ctl::start(
         &net.routers[0],
         "r1",
@@ -449,7 +475,10 @@ fn fast_timers_failover_beside_squid() {
 
 fn fast_timers_beside_squid() -> Result<()> {
     let squid_bin = patched_squid()?;
-    let net = Net::new("sqfast", 1, 3)?;
+    Net::new("sqfast", 1, 3)?.run(|net| fast_timers_beside_squid_in(net, &squid_bin))
+}
+
+fn fast_timers_beside_squid_in(net: &Net, squid_bin: &Path) -> Result<()> {
     let ctl = Ctl::start(
         &net.routers[0],
         "r1",
@@ -470,7 +499,7 @@ fn fast_timers_beside_squid() -> Result<()> {
                 wccp2_assignment_method hash\nwccp2_weight 100\n";
     let squid = Squid::start(
         &net.engines[2],
-        &squid_bin,
+        squid_bin,
         "sqfast",
         sq,
         &[router_ip(0)],

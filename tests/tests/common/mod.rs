@@ -98,6 +98,18 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Runs `f` on this lab; when it fails the lab's scratch directory (every process's
+    /// output, configurations, Squid's cache.log) is kept for the post-mortem.
+    pub fn run<T>(self, f: impl FnOnce(&Net) -> Result<T>) -> Result<T> {
+        let r = f(&self);
+        if r.is_err() {
+            self.lab.keep_scratch();
+        }
+        r
+    }
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`; returns the value
 /// and the time it took, or `None` on timeout.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
