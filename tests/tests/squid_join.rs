@@ -163,6 +163,25 @@ fn join_two_services_in(net: &Net, squid_bin: &Path, v: &TwoServices) -> Result<
     let took = t0.elapsed();
     check_joined(&ctl, &web, address, fwd, asg)?;
     check_joined(&ctl, &dynm, address, fwd, asg)?;
+    if asg == "mask" {
+        // Squid's one mask, 0x1741 (six bits of an address), with its 64 values, all Squid's.
+        for s in [&web, &dynm] {
+            let masks = s["assignment"]["masks"].as_array().context("masks")?;
+            ensure!(masks.len() == 1, "one mask: {masks:?}");
+            let m = &masks[0];
+            ensure!(
+                m["mask"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == "0x00001741")),
+                "mask 0x1741: {m}"
+            );
+            let values = m["values"].as_array().context("values")?;
+            ensure!(
+                values.len() == 64 && values.iter().all(|v| v[1] == address.to_string()),
+                "64 values, all to Squid: {m}"
+            );
+        }
+    }
     // The dynamic service is the one Squid defined.
     ensure!(
         dynm["definition"]["protocol"] == 6,
