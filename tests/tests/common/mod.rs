@@ -166,6 +166,8 @@ pub struct PlaneService {
     pub mask: bool,
     /// Owner of each bucket (hash: 256) or mask value (2^bits), `None` when unassigned.
     pub slots: Vec<Option<Ipv4Addr>>,
+    /// Forwarding method of each engine the slots name (`METHOD_GRE`, `METHOD_L2`).
+    pub methods: BTreeMap<Ipv4Addr, u8>,
 }
 
 /// What a controller's pinned maps hold: the active slot's services.
@@ -217,6 +219,7 @@ pub fn read_plane(pin_root: &Path) -> Result<PlaneView> {
         };
         let base = slot * (MAX_SERVICES * BUCKETS) as u32 + rank * BUCKETS as u32;
         let mut slots = Vec::with_capacity(count);
+        let mut methods = BTreeMap::new();
         for b in 0..count as u32 {
             let e = buckets.get(&(base + b), 0)?;
             if e.flags & BUCKET_ASSIGNED == 0 {
@@ -224,13 +227,16 @@ pub fn read_plane(pin_root: &Path) -> Result<PlaneView> {
                 continue;
             }
             let eng = engines.get(&(slot * MAX_ENGINES as u32 + u32::from(e.engine)), 0)?;
-            slots.push(Some(Ipv4Addr::from(eng.addr.to_ne_bytes())));
+            let addr = Ipv4Addr::from(eng.addr.to_ne_bytes());
+            methods.insert(addr, eng.method);
+            slots.push(Some(addr));
         }
         out.push(PlaneService {
             id: s.service_id,
             dynamic: s.options & SERVICE_DYNAMIC != 0,
             mask,
             slots,
+            methods,
         });
     }
     Ok(PlaneView {
@@ -242,7 +248,7 @@ pub fn read_plane(pin_root: &Path) -> Result<PlaneView> {
 
 /// Checks that the data plane at `pin_root` holds what `service` (a service of the
 /// router's `show`) says is programmed: the same owner for every bucket (hash), or the
-/// same number of values per engine (mask).
+/// same number of values per engine (mask), and each engine's forwarding method.
 pub fn check_plane_matches(pin_root: &Path, service: &Value) -> Result<()> {
     let id = service["id"].as_u64().ok_or_else(|| anyhow!("no id"))? as u8;
     let dynamic = service["dynamic"].as_bool().unwrap_or(false);
@@ -280,6 +286,18 @@ pub fn check_plane_matches(pin_root: &Path, service: &Value) -> Result<()> {
             }
         }
         other => bail!("no assignment method in show: {other:?}"),
+    }
+    // Each engine is reached the way it negotiated (GRE or L2 rewrite).
+    for (addr, method) in &plane.methods {
+        let shown = engine(service, *addr).map(|e| e["forwarding"].clone());
+        let want = match shown.as_ref().and_then(Value::as_str) {
+            Some("gre") => redirector_ebpf::layout::METHOD_GRE,
+            Some("l2") => redirector_ebpf::layout::METHOD_L2,
+            other => bail!("data plane engine {addr} has no forwarding method in show: {other:?}"),
+        };
+        if *method != want {
+            bail!("data plane engine {addr}: method {method}, show says {shown:?}");
+        }
     }
     Ok(())
 }
