@@ -72,6 +72,9 @@ struct Daemon {
     resolver: Resolver,
     /// The engines' next hops, as last resolved.
     next_hops: BTreeMap<Ipv4Addr, NextHop>,
+    /// Actions produced outside the loop's own calls (a reload's reconfiguration), applied
+    /// by the loop next.
+    pending: Vec<(ServiceId, Action)>,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
@@ -166,6 +169,7 @@ pub async fn run(
         seed,
         resolver,
         next_hops: BTreeMap::new(),
+        pending: Vec::new(),
     };
     for iface in d.config.exclude.clone() {
         if let Err(e) = d.plane.exclude(&iface) {
@@ -219,6 +223,8 @@ pub async fn run(
                 }
                 Some(Input::Control(req, reply)) => {
                     let (resp, exit) = d.control(req);
+                    let pending = std::mem::take(&mut d.pending);
+                    d.apply(pending).await;
                     d.want_next_hops();
                     let _ = reply.send(resp);
                     if let Some(exit) = exit {
@@ -250,6 +256,8 @@ pub async fn run(
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration");
                 let _ = d.reload();
+                let pending = std::mem::take(&mut d.pending);
+                d.apply(pending).await;
                 d.want_next_hops();
             }
             _ = term.recv() => {
@@ -728,10 +736,11 @@ impl Daemon {
     }
 
     /// Re-reads the configuration. A bad file is refused whole and the running one kept.
-    /// Groups whose settings are unchanged keep running untouched; a group whose router
-    /// settings changed (password, timers, methods, definition, group list) is restarted
-    /// with the new settings, which is what the engines see of a router restart for that
-    /// group: they re-join within a Here-I-Am or two.
+    /// Groups whose settings are unchanged keep running untouched; a changed password,
+    /// timers or group list is applied to the running group, which keeps its view (an
+    /// engine the new group list leaves out is removed at once); a changed definition or
+    /// method list restarts the group with the new settings, which is what the engines
+    /// see of a router restart for that group: they re-join within a Here-I-Am or two.
     fn reload(&mut self) -> Result<Vec<String>, String> {
         let new = match Config::load(&self.config_path) {
             Ok(c) => c,
@@ -772,6 +781,7 @@ impl Daemon {
             return Err(e);
         }
         let mut changes = Vec::new();
+        let now = self.now();
         let mut old_groups: Vec<Group> = std::mem::take(&mut self.groups);
         let mut clears = Vec::new();
         for (i, s) in new.services.iter().enumerate() {
@@ -787,10 +797,20 @@ impl Daemon {
                     let router_changed = g.service.router != s.router;
                     let what = diff.join(", ");
                     if router_changed {
-                        add_counters(&mut self.retired, &g.router.state().counters);
-                        g.router = Router::new(new.router_config(s, self.seed ^ 0x100 ^ i as u64));
-                        clears.push(id);
-                        changes.push(format!("{id}: {what} changed; group restarted"));
+                        match g.router.reconfigure(s.router.clone(), now) {
+                            Ok(actions) => {
+                                self.pending.extend(actions.into_iter().map(|a| (id, a)));
+                                changes.push(format!("{id}: {what} changed; view kept"));
+                            }
+                            Err(why) => {
+                                add_counters(&mut self.retired, &g.router.state().counters);
+                                g.router =
+                                    Router::new(new.router_config(s, self.seed ^ 0x100 ^ i as u64));
+                                clears.push(id);
+                                changes
+                                    .push(format!("{id}: {what} changed; group restarted ({why})"));
+                            }
+                        }
                     } else {
                         changes.push(format!("{id}: {what} changed"));
                     }

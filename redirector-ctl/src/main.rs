@@ -23,9 +23,8 @@
 //!   unresolved engine (and an L2 engine behind a gateway) is installed not usable, so its
 //!   buckets fail open; `show engines` gives each engine's `next_hop` with the reason.
 //!   Tested in network namespaces with the real binary and XDP (tests/nexthop.rs).
-//! - TODO(reload in place): `wccp::router::Router` has no reconfigure call, so a password
-//!   or timer change restarts that group (engines re-join); a `Router::reconfigure` in
-//!   `wccp` would keep the view.
+//! - Reload in place: a changed password, timers or group list goes through
+//!   `wccp::router::Router::reconfigure` (view kept); methods or definition restart the group.
 //! - TODO: redirect lists (`redirect`/`skip` prefixes) are parsed, checked and shown but
 //!   not enforced: the data plane has no prefix filter yet.
 //! - XDP attach with redirection to a joined engine: tested in network namespaces

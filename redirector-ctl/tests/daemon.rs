@@ -493,6 +493,44 @@ fn engine_joins_assigns_and_leaves() {
         "{m}"
     );
 
+    // A reload that changes the group list (still naming this engine) is applied to the
+    // running group: the view, the assignment and the member change number stay.
+    let before = d.show(&["services", "0"]);
+    d.write_config("[[service]]\nid = 0\npassword = \"pw\"\ngroup_list = [\"127.0.0.2\"]\n");
+    d.signal("-HUP");
+    d.wait_log("group_list changed; view kept");
+    run(&mut engine, 1500);
+    let after = d.show(&["services", "0"]);
+    assert_eq!(after[0]["engines"][0]["state"], "usable", "{after:#}");
+    assert_eq!(after[0]["engines"][0]["slots"], 256);
+    assert_eq!(after[0]["member_change"], before[0]["member_change"]);
+    assert_eq!(d.show(&["stats"])["events"]["engine_usable"], 1);
+    // A group list without it removes it at once.
+    d.write_config("[[service]]\nid = 0\npassword = \"pw\"\ngroup_list = [\"127.0.0.9\"]\n");
+    d.signal("-HUP");
+    d.wait_log("group_list changed; view kept");
+    let t0 = Instant::now();
+    loop {
+        let s = d.show(&["services", "0"]);
+        if s[0]["engines"] == Value::Array(vec![]) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "still listed: {s:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.show(&["stats"])["events"]["engine_removed"], 1);
+    d.write_config("[[service]]\nid = 0\npassword = \"pw\"\n");
+    d.signal("-HUP");
+    let t0 = Instant::now();
+    loop {
+        run(&mut engine, 200);
+        let s = d.show(&["services", "0"]);
+        if s[0]["engines"][0]["state"] == "usable" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "not back: {s:#}");
+    }
+
     send(engine.shutdown(now()));
     let t0 = Instant::now();
     loop {
@@ -507,5 +545,5 @@ fn engine_joins_assigns_and_leaves() {
             "engine not removed: {s:#}"
         );
     }
-    assert_eq!(d.show(&["stats"])["events"]["engine_removed"], 1);
+    assert_eq!(d.show(&["stats"])["events"]["engine_removed"], 2);
 }

@@ -15,7 +15,7 @@
 //!   per-engine negotiated timers, SHUTDOWN, Redirect-Assign acceptance (key + router
 //!   element), 5 T flush, multicast groups, Program/Clear, `show` state, and
 //!   `Router::reconfigure` (password, timers, group list applied in place, keeping the
-//!   view; scenario 16). Not yet used by `redirector-ctl`'s reload.
+//!   view; scenario 16). `redirector-ctl`'s reload uses it.
 //! - [x] `engine`: announce, view, election (partial-view safe), designated assignment with
 //!   1.5 T settling and resend after T, Removal-Query answers, SHUTDOWN.
 //! - [x] scenarios 1-15 of issue 10 (`tests/scenario_protocol.rs`, harness in
