@@ -138,6 +138,13 @@ pub struct EngineStatus {
     pub packets_returned: u64,
     /// How the data plane reaches it.
     pub next_hop: NextHopStatus,
+    /// The Receive ID its last Here-I-Am reported for this router; null when it does not
+    /// list this router in its view.
+    pub reflected_receive_id: Option<u32>,
+    /// The Receive ID of the last I-See-You sent to it.
+    pub sent_receive_id: u32,
+    /// For a waiting engine, why it is not usable yet, in words; null otherwise.
+    pub waiting_reason: Option<String>,
 }
 
 /// An engine's next hop, as resolved through netlink for its forwarding method.
@@ -314,6 +321,10 @@ pub fn service_status(
                     hops.get(&e.address),
                     e.forwarding.contains(ForwardingMethods::L2),
                 ),
+                reflected_receive_id: e.reflected_receive_id,
+                sent_receive_id: e.sent_receive_id,
+                waiting_reason: (e.status == WccpEngineStatus::Waiting)
+                    .then(|| waiting_reason(e.reflected_receive_id, e.sent_receive_id)),
             }
         })
         .collect::<Vec<_>>();
@@ -625,6 +636,9 @@ impl Status {
                         e.packets_redirected,
                         e.packets_returned
                     );
+                    if let Some(why) = &e.waiting_reason {
+                        let _ = writeln!(o, "      waiting: {why}");
+                    }
                     let n = &e.next_hop;
                     let via = match n.gateway {
                         Some(g) => format!("via {g}"),
@@ -777,5 +791,20 @@ mod tests {
         assert_eq!(l2.gateway, Some(gw), "the path is still shown");
         let gre = NextHopStatus::of(Some(&hop(Some(gw))), false);
         assert_eq!(gre.state, "resolved");
+    }
+}
+
+/// Why an engine that has been answered is still not usable: the draft's rule is that it
+/// must reflect this router's Receive ID in its view. An engine that never lists the
+/// router usually cannot parse our I-See-You (as Debian's Squid 5.7 on 64-bit hosts).
+fn waiting_reason(reflected: Option<u32>, sent: u32) -> String {
+    match reflected {
+        None => format!(
+            "its Here-I-Am does not list this router in its view (I-See-You sent with Receive ID {sent}; the engine may be refusing it)"
+        ),
+        Some(0) => format!(
+            "it lists this router with Receive ID 0: it has not accepted an I-See-You yet (sent: {sent})"
+        ),
+        Some(r) => format!("it reflects Receive ID {r}, not one this router sent (last: {sent})"),
     }
 }

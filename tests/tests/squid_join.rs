@@ -384,6 +384,13 @@ fn unpatched_in(net: &Net) -> Result<String> {
         last = ctl.service("standard/0")?;
         let e = engine(&last, address).context("engine stays listed")?;
         ensure!(e["state"] == "waiting", "never usable: {last:#}");
+        // `show` says why: Squid never reflects a Receive ID this router sent.
+        let why = e["waiting_reason"].as_str().unwrap_or_default();
+        ensure!(
+            e["reflected_receive_id"].as_u64().unwrap_or(0) == 0
+                && (why.contains("Receive ID 0") || why.contains("does not list this router")),
+            "waiting reason: {last:#}"
+        );
         ensure!(
             last["assignment"].is_null() && last["state"] == "forming",
             "nothing programmed: {last:#}"

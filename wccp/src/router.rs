@@ -359,6 +359,11 @@ pub struct EngineState {
     pub assignment: AssignmentMethods,
     /// Negotiated return method.
     pub returns: ReturnMethods,
+    /// The Receive ID its last Here-I-Am reported for this router (`None`: it does not list
+    /// this router), beside the last one this router sent: why a waiting engine waits.
+    pub reflected_receive_id: Option<u32>,
+    /// The Receive ID of the last I-See-You sent to it.
+    pub sent_receive_id: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +375,9 @@ struct Engine {
     queried: bool,
     last_heard: Instant,
     rids: [u32; 2],
+    /// The Receive ID its last Here-I-Am reported for this router; `None` when it did not
+    /// list this router at all.
+    reflected: Option<u32>,
     interval: Duration,
     timer_scale: Option<u8>,
     offered_timers: bool,
@@ -755,6 +763,7 @@ impl Router {
         entry.returns = ReturnMethods(lowest_bit(ret.bits()));
         entry.routers = reported;
         entry.version = msg.version;
+        entry.reflected = reflected;
         let valid = matches!(reflected, Some(r) if r != 0 && entry.rids.contains(&r));
         let mut changed = false;
         if valid && !entry.usable {
@@ -957,6 +966,7 @@ fn new_engine(
         queried: false,
         last_heard: now,
         rids: [0, 0],
+        reflected: None,
         interval,
         timer_scale: None,
         offered_timers: false,
@@ -1317,6 +1327,8 @@ fn service_state(s: &Service) -> ServiceState {
                 forwarding: e.forwarding,
                 assignment: e.assignment,
                 returns: e.returns,
+                reflected_receive_id: e.reflected,
+                sent_receive_id: e.rids[1],
             })
             .collect(),
         table: s.table.clone(),
