@@ -741,6 +741,21 @@ mod erased {
     }
 }
 
+/// Why an engine that has been answered is still not usable: the draft's rule is that it
+/// must reflect this router's Receive ID in its view. An engine that never lists the
+/// router usually cannot parse our I-See-You (as Debian's Squid 5.7 on 64-bit hosts).
+fn waiting_reason(reflected: Option<u32>, sent: u32) -> String {
+    match reflected {
+        None => format!(
+            "its Here-I-Am does not list this router in its view (I-See-You sent with Receive ID {sent}; the engine may be refusing it)"
+        ),
+        Some(0) => format!(
+            "it lists this router with Receive ID 0: it has not accepted an I-See-You yet (sent: {sent})"
+        ),
+        Some(r) => format!("it reflects Receive ID {r}, not one this router sent (last: {sent})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,20 +806,5 @@ mod tests {
         assert_eq!(l2.gateway, Some(gw), "the path is still shown");
         let gre = NextHopStatus::of(Some(&hop(Some(gw))), false);
         assert_eq!(gre.state, "resolved");
-    }
-}
-
-/// Why an engine that has been answered is still not usable: the draft's rule is that it
-/// must reflect this router's Receive ID in its view. An engine that never lists the
-/// router usually cannot parse our I-See-You (as Debian's Squid 5.7 on 64-bit hosts).
-fn waiting_reason(reflected: Option<u32>, sent: u32) -> String {
-    match reflected {
-        None => format!(
-            "its Here-I-Am does not list this router in its view (I-See-You sent with Receive ID {sent}; the engine may be refusing it)"
-        ),
-        Some(0) => format!(
-            "it lists this router with Receive ID 0: it has not accepted an I-See-You yet (sent: {sent})"
-        ),
-        Some(r) => format!("it reflects Receive ID {r}, not one this router sent (last: {sent})"),
     }
 }
