@@ -411,7 +411,9 @@ impl Default for EngineSettings {
     }
 }
 
-/// A return rule: flows to `prefix/prefix_len` (and to `port`, when set) are not proxied.
+/// A return rule: new flows to `prefix/prefix_len` (and to `port`, when set) are not
+/// proxied. Flows the proxy already holds carry on, so that adding a rule never breaks a
+/// live connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReturnRule {
     /// Destination prefix.

@@ -249,7 +249,7 @@ struct Setup {
 
 /// A listener on 0.0.0.0:`port` with IP_TRANSPARENT, made in the calling thread's
 /// namespace: what lets the kernel hand it connections to addresses that are not local.
-fn transparent_listener(port: u16) -> Result<TcpListener> {
+fn proxy_listener(port: u16, transparent: bool) -> Result<TcpListener> {
     // SAFETY: socket, setsockopt, bind and listen on a descriptor we own; the option
     // values and the address are initialised and of the sizes passed.
     unsafe {
@@ -257,10 +257,11 @@ fn transparent_listener(port: u16) -> Result<TcpListener> {
         ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         let fd = OwnedFd::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        for (level, option) in [
-            (libc::SOL_IP, libc::IP_TRANSPARENT),
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        ] {
+        let mut options = vec![(libc::SOL_SOCKET, libc::SO_REUSEADDR)];
+        if transparent {
+            options.push((libc::SOL_IP, libc::IP_TRANSPARENT));
+        }
+        for (level, option) in options {
             let rc = libc::setsockopt(
                 fd.as_raw_fd(),
                 level,
@@ -288,7 +289,25 @@ fn transparent_listener(port: u16) -> Result<TcpListener> {
     }
 }
 
+/// What a lab leaves out or changes, for the tests of what the kernel needs.
+#[derive(Clone, Copy)]
+struct Options {
+    l2: bool,
+    local_route: bool,
+    transparent: bool,
+}
+
+const NORMAL: Options = Options {
+    l2: false,
+    local_route: true,
+    transparent: true,
+};
+
 fn setup(prefix: &str) -> Result<Setup> {
+    setup_with(prefix, NORMAL)
+}
+
+fn setup_with(prefix: &str, options: Options) -> Result<Setup> {
     let lab = Lab::new(prefix)?;
     let router = lab.host("router")?;
     let engine = lab.host("engine")?;
@@ -299,8 +318,10 @@ fn setup(prefix: &str) -> Result<Setup> {
     engine.add_addr("e0", &format!("{ENGINE}/24"))?;
     // The proxy's answers to the crafted clients' addresses go back by the router.
     engine.add_route("10.1.0.0/16", &ROUTER.to_string())?;
-    for argv in local_delivery_commands(DEFAULT_MARK, DEFAULT_TABLE) {
-        engine.run(std::process::Command::new(&argv[0]).args(&argv[1..]))?;
+    if options.local_route {
+        for argv in local_delivery_commands(DEFAULT_MARK, DEFAULT_TABLE) {
+            engine.run(std::process::Command::new(&argv[0]).args(&argv[1..]))?;
+        }
     }
     let router_mac = router.mac("r0")?;
     let engine_mac = engine.mac("e0")?;
@@ -310,12 +331,13 @@ fn setup(prefix: &str) -> Result<Setup> {
     plane.configure(&EngineSettings {
         addr: Some(ENGINE),
         copy_ifindex: Some(copy_ifindex),
+        l2: options.l2,
         ..EngineSettings::default()
     })?;
     plane.add_router(ROUTER)?;
     plane.set_service_port(80, PROXY_PORT)?;
     engine.in_ns(|| plane.attach("e0"))??;
-    let listener = engine.in_ns(|| transparent_listener(PROXY_PORT))??;
+    let listener = engine.in_ns(|| proxy_listener(PROXY_PORT, options.transparent))??;
     Ok(Setup {
         lab,
         router,
@@ -328,24 +350,39 @@ fn setup(prefix: &str) -> Result<Setup> {
     })
 }
 
-/// A real TCP client in the router's namespace connects to a destination that exists
-/// nowhere; the stand-in router wraps its packets in WCCP GRE; the engine decapsulates
-/// them and the transparent proxy accepts the connection with the original destination
-/// as its local address, and answers from it.
-#[test]
-fn real_connection_reaches_transparent_proxy_with_original_destination() -> Result<()> {
-    let mut s = setup("engreal")?;
-    let mut encap = WccpEncap::load()?;
-    encap.configure(ROUTER, ENGINE, Ipv4Addr::new(10, 9, 0, 0), 16, REDIRECT)?;
-    s.router.in_ns(|| encap.attach("r0"))??;
-    s.router.add_route("10.9.0.0/16", &ENGINE.to_string())?;
+/// What both ends of one proxied connection saw.
+struct Session {
+    proxy_local: SocketAddr,
+    proxy_peer: SocketAddr,
+    request: Vec<u8>,
+    client_local: SocketAddr,
+    answer: String,
+}
 
+const REQUEST: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+
+/// A real TCP client in the router's namespace connects to `SERVER:80`, which exists
+/// nowhere, sends a request and reads the proxy's answer to the end. With
+/// `rule_mid_flow`, a return rule covering the destination is added between the
+/// handshake and the request.
+fn proxied_connection(s: &mut Setup, rule_mid_flow: bool) -> Result<Session> {
     let listener = s.listener.try_clone()?;
-    listener.set_nonblocking(false)?;
+    listener.set_nonblocking(true)?;
     let proxy = s
         .engine
         .thread(move || -> Result<(SocketAddr, SocketAddr, Vec<u8>)> {
-            let (mut conn, peer) = listener.accept()?;
+            let deadline = Instant::now() + Duration::from_secs(6);
+            let (mut conn, peer) = loop {
+                match listener.accept() {
+                    Ok(accepted) => break accepted,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        ensure!(Instant::now() < deadline, "the proxy accepted nothing");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            conn.set_nonblocking(false)?;
             conn.set_read_timeout(Some(Duration::from_secs(5)))?;
             let local = conn.local_addr()?;
             let mut request = [0u8; 64];
@@ -355,32 +392,50 @@ fn real_connection_reaches_transparent_proxy_with_original_destination() -> Resu
         })?;
 
     let server = SocketAddr::from((SERVER, 80));
-    let (client_local, answer) = s.router.in_ns(|| -> Result<(SocketAddr, String)> {
-        let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-            .context("connecting to the original destination through the engine")?;
-        c.set_read_timeout(Some(Duration::from_secs(5)))?;
-        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-        let mut answer = String::new();
-        c.read_to_string(&mut answer)?;
-        Ok((c.local_addr()?, answer))
-    })??;
+    let mut c = s
+        .router
+        .in_ns(|| TcpStream::connect_timeout(&server, Duration::from_secs(3)))?
+        .context("connecting to the original destination through the engine")?;
+    if rule_mid_flow {
+        s.plane
+            .add_rule(&ReturnRule::returning(Ipv4Addr::new(10, 9, 0, 0), 16))?;
+    }
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(REQUEST)?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)?;
     let (proxy_local, proxy_peer, request) = proxy.join()?;
+    Ok(Session {
+        proxy_local,
+        proxy_peer,
+        request,
+        client_local: c.local_addr()?,
+        answer,
+    })
+}
 
-    assert_eq!(proxy_local, server, "the accepted socket's local address");
+/// The session reached the proxy with the original addresses, and the counters show
+/// one proxied SYN and the rest of the flow on its socket, nothing returned or refused.
+fn assert_proxied(s: &mut Setup, session: &Session) -> Result<()> {
+    let server = SocketAddr::from((SERVER, 80));
     assert_eq!(
-        proxy_peer, client_local,
+        session.proxy_local, server,
+        "the accepted socket's local address"
+    );
+    assert_eq!(
+        session.proxy_peer, session.client_local,
         "the proxy sees the client as it is"
     );
-    assert_eq!(request, b"GET / HTTP/1.0\r\n\r\n");
-    assert_eq!(answer, format!("proxied {server}"));
-
+    assert_eq!(session.request, REQUEST);
+    assert_eq!(session.answer, format!("proxied {server}"));
     let counters = s.plane.counters()?;
     let shown = counters.nonzero();
     assert_eq!(counters.packets(Counter::ProxiedSyn), 1, "{shown:?}");
-    // The handshake's ACK, the request, the FIN/ACKs of both directions' closes.
+    // The handshake's ACK, the request, the ACKs and FIN of the close.
     assert!(counters.packets(Counter::Established) >= 3, "{shown:?}");
     for bad in [
         Counter::ReturnNoSocket,
+        Counter::ReturnRule,
         Counter::ReturnNoListener,
         Counter::AssignFailed,
         Counter::AdjustFailed,
@@ -388,14 +443,109 @@ fn real_connection_reaches_transparent_proxy_with_original_destination() -> Resu
     ] {
         assert_eq!(counters.packets(bad), 0, "{}: {shown:?}", bad.name());
     }
+    Ok(())
+}
+
+/// The stand-in router wraps the client's packets in WCCP GRE; the engine decapsulates
+/// them and the transparent proxy accepts the connection with the original destination
+/// as its local address, and answers from it. A return rule added mid-flow does not cut
+/// the connection.
+#[test]
+fn gre_connection_reaches_transparent_proxy_with_original_destination() -> Result<()> {
+    let mut s = setup("enggre")?;
+    let mut encap = WccpEncap::load()?;
+    encap.configure(ROUTER, ENGINE, Ipv4Addr::new(10, 9, 0, 0), 16, REDIRECT)?;
+    s.router.in_ns(|| encap.attach("r0"))??;
+    s.router.add_route("10.9.0.0/16", &ENGINE.to_string())?;
+
+    let session = proxied_connection(&mut s, true)?;
+    assert_proxied(&mut s, &session)?;
+    assert_eq!(s.plane.counters()?.packets(Counter::L2), 0);
     let [done, gso, failed] = encap.counters()?;
     assert!(
         done >= 4 && gso == 0 && failed == 0,
         "encap {done} {gso} {failed}"
     );
+
+    // The rule added mid-flow applies to the next new flow: its SYN goes back.
+    let next = s.router.in_ns(|| {
+        TcpStream::connect_timeout(&SocketAddr::from((SERVER, 80)), Duration::from_millis(500))
+    })?;
+    assert!(
+        next.is_err(),
+        "a new flow is returned, and nothing answers it"
+    );
+    assert!(s.plane.counters()?.packets(Counter::ReturnRule) >= 1);
     drop(encap);
     s.plane.teardown()?;
     s.lab.teardown()
+}
+
+/// With L2 forwarding the client's packets arrive as they are, to the engine's MAC: the
+/// router here simply routes the destination via the engine.
+#[test]
+fn l2_connection_reaches_transparent_proxy_with_original_destination() -> Result<()> {
+    let mut s = setup_with("engl2", Options { l2: true, ..NORMAL })?;
+    s.router.add_route("10.9.0.0/16", &ENGINE.to_string())?;
+    let session = proxied_connection(&mut s, false)?;
+    assert_proxied(&mut s, &session)?;
+    let counters = s.plane.counters()?;
+    assert!(
+        counters.packets(Counter::L2) >= 4,
+        "{:?}",
+        counters.nonzero()
+    );
+    s.plane.teardown()?;
+    s.lab.teardown()
+}
+
+/// What the kernel needs besides the socket assignment, measured: without the policy
+/// route for the mark, or without IP_TRANSPARENT on the listener, the SYN is assigned
+/// (counted) but no connection is made.
+#[test]
+fn assignment_needs_local_route_and_ip_transparent() -> Result<()> {
+    for (prefix, options) in [
+        (
+            "engnoroute",
+            Options {
+                local_route: false,
+                ..NORMAL
+            },
+        ),
+        (
+            "engnotp",
+            Options {
+                transparent: false,
+                ..NORMAL
+            },
+        ),
+    ] {
+        let mut s = setup_with(prefix, options)?;
+        s.router.add_route("10.9.0.0/16", &ENGINE.to_string())?;
+        let mut encap = WccpEncap::load()?;
+        encap.configure(ROUTER, ENGINE, Ipv4Addr::new(10, 9, 0, 0), 16, REDIRECT)?;
+        s.router.in_ns(|| encap.attach("r0"))??;
+        let server = SocketAddr::from((SERVER, 80));
+        let attempt = s
+            .router
+            .in_ns(|| TcpStream::connect_timeout(&server, Duration::from_millis(1500)))?;
+        let counters = s.plane.counters()?;
+        eprintln!(
+            "{prefix}: connect {:?}, counters {:?}",
+            attempt.as_ref().map(|_| ()),
+            counters.nonzero()
+        );
+        assert!(attempt.is_err(), "{prefix}: no connection");
+        assert!(
+            counters.packets(Counter::ProxiedSyn) >= 1,
+            "{prefix}: the SYN was assigned to the listener: {:?}",
+            counters.nonzero()
+        );
+        drop(encap);
+        s.plane.teardown()?;
+        s.lab.teardown()?;
+    }
+    Ok(())
 }
 
 /// A segment of a flow the engine has no socket for goes back to the router that sent
@@ -440,6 +590,48 @@ fn segment_without_socket_is_returned_to_its_router() -> Result<()> {
         "{:?}",
         counters.nonzero()
     );
+
+    // Once torn down, the program is gone from the interface: nothing comes back.
+    s.plane.teardown()?;
+    tx.send(&frame)?;
+    let after = rx.collect(Duration::from_millis(300));
+    assert!(
+        !after.iter().any(|f| returned_from_engine(f).is_some()),
+        "no return after teardown"
+    );
+    s.lab.teardown()
+}
+
+/// With L2 forwarding, a segment without a socket goes back to the router's MAC as it
+/// came, only the MACs swapped.
+#[test]
+fn l2_segment_without_socket_is_returned_to_its_router() -> Result<()> {
+    let mut s = setup_with("engl2ret", Options { l2: true, ..NORMAL })?;
+    let (tx, rx) = {
+        let ix = s.router.ifindex("r0")?;
+        (
+            s.router.in_ns(|| RawSocket::open(ix))??,
+            s.router.in_ns(|| RawSocket::open(ix))??,
+        )
+    };
+    let inner = client_packet(SocketAddrV4::new(SERVER, 80), 40007, PSH_ACK, b"old flow");
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&s.engine_mac);
+    frame.extend_from_slice(&s.router_mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&inner);
+    tx.send(&frame)?;
+    let back: Vec<Vec<u8>> = rx
+        .collect(Duration::from_millis(500))
+        .into_iter()
+        .filter(|f| f.len() > 14 && f[14..] == inner[..])
+        .collect();
+    assert_eq!(back.len(), 1, "one returned frame");
+    assert_eq!(back[0][..6], s.router_mac, "to the router's MAC");
+    assert_eq!(back[0][6..12], s.engine_mac, "from the engine's MAC");
+    let c = s.plane.counters()?;
+    assert_eq!(c.packets(Counter::ReturnNoSocket), 1, "{:?}", c.nonzero());
+    assert_eq!(c.packets(Counter::L2), 1, "{:?}", c.nonzero());
     s.plane.teardown()?;
     s.lab.teardown()
 }

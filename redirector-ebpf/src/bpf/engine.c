@@ -15,9 +15,11 @@
  *   - anything else (a flow that began before redirection): packet return,
  *     the packet goes back to the router that sent it.
  *
- * Return rules (LPM on {port, destination prefix}) send matching flows back
- * without looking for a socket, optionally with a new inner destination, and
- * may ask for a copy of the frame as received on another interface.
+ * Return rules (LPM on {port, destination prefix}) send matching flows that
+ * have no socket back instead of proxying them, optionally with a new inner
+ * destination, and may ask for a copy of the frame as received, out of
+ * another interface. A flow the proxy already holds is never cut by a rule
+ * added later.
  *
  * The original tuple is kept (no NAT): the proxy's accepted socket has the
  * client's destination as its local address, and its replies, sent with
@@ -359,9 +361,9 @@ int tc_engine(struct __sk_buff *skb)
 		else
 			count(EC_COPIED, bytes);
 	}
-	if (found_rule && (rule.flags & RULE_RETURN))
-		return packet_return(skb, &p, &rule, ER_RETURN_RULE, bytes);
 
+	/* A flow the proxy already has stays with it, whatever the rules say:
+	 * returning its packets now would break a live connection. */
 	tuple.ipv4.saddr = p.saddr;
 	tuple.ipv4.daddr = p.daddr;
 	tuple.ipv4.sport = p.sport;
@@ -372,6 +374,8 @@ int tc_engine(struct __sk_buff *skb)
 			return deliver(skb, sk, &p, mark, ER_ESTABLISHED, bytes);
 		bpf_sk_release(sk);
 	}
+	if (found_rule && (rule.flags & RULE_RETURN))
+		return packet_return(skb, &p, &rule, ER_RETURN_RULE, bytes);
 	if ((p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
 		return packet_return(skb, &p, 0, ER_RETURN_NO_SOCKET, bytes);
 
