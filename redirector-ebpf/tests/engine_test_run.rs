@@ -104,6 +104,9 @@ const WCCP_GRE: [u8; 8] = [0, 0, 0x88, 0x3e, 0x01, 90, 0, 7];
 /// Router alert, the usual 4-byte option.
 const OPTION: [u8; 4] = [0x94, 0x04, 0, 0];
 
+/// Verdict, output bytes, and the counters that moved (name, packets).
+type Outcome = (u32, Vec<u8>, Vec<(&'static str, u64)>);
+
 struct Runner {
     plane: EnginePlane,
     before: EngineCounters,
@@ -111,7 +114,7 @@ struct Runner {
 
 impl Runner {
     /// Runs `input`; returns the verdict, the output bytes and the counters that moved.
-    fn run(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>, Vec<(&'static str, u64)>)> {
+    fn run(&mut self, input: &[u8]) -> Result<Outcome> {
         let mut out = vec![0u8; input.len() + 256];
         let result = self.plane.program()?.test_run(TestRunOptions {
             data_in: Some(input),
