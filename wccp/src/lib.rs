@@ -13,7 +13,9 @@
 //! - [x] `assign`: weighted minimal-movement hash and mask allocation, the draft's hash.
 //! - [x] `router`: Here-I-Am/I-See-You, usable-engine rule, Removal-Query and removal with
 //!   per-engine negotiated timers, SHUTDOWN, Redirect-Assign acceptance (key + router
-//!   element), 5 T flush, multicast groups, Program/Clear, `show` state.
+//!   element), 5 T flush, multicast groups, Program/Clear, `show` state, and
+//!   `Router::reconfigure` (password, timers, group list applied in place, keeping the
+//!   view; scenario 16). Not yet used by `redirector-ctl`'s reload.
 //! - [x] `engine`: announce, view, election (partial-view safe), designated assignment with
 //!   1.5 T settling and resend after T, Removal-Query answers, SHUTDOWN.
 //! - [x] scenarios 1-15 of issue 10 (`tests/scenario_protocol.rs`, harness in

@@ -174,6 +174,26 @@ pub enum RemovalReason {
     Timeout,
     /// It sent SHUTDOWN.
     Shutdown,
+    /// A reconfiguration took it off the group list.
+    GroupList,
+}
+
+/// Why [`Router::reconfigure`] could not apply a configuration in place: the driver then
+/// starts the group afresh with it (its engines re-join within a Here-I-Am or two).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureError {
+    /// No group with this id is configured.
+    #[error("no service group {0:?}")]
+    UnknownService(ServiceId),
+    /// The traffic definition changed: the engines' own definitions no longer agree.
+    #[error("the service definition changed")]
+    DefinitionChanged,
+    /// The multicast address changed: engines announce elsewhere now.
+    #[error("the multicast address changed")]
+    MulticastChanged,
+    /// The allowed methods changed: what each engine negotiated may no longer hold.
+    #[error("the allowed methods changed")]
+    MethodsChanged,
 }
 
 /// Why the table was flushed.
@@ -456,6 +476,62 @@ impl Router {
             jitter: Jitter::new(config.jitter_seed),
             counters: Counters::default(),
         }
+    }
+
+    /// Applies a changed configuration of one group without dropping its view, so a
+    /// SIGHUP that changes a password, the timers or the group list costs no rebalance.
+    /// Engines the new group list leaves out are removed at once (their buckets move);
+    /// engines still on the old password fail authentication from their next message and
+    /// time out as silent engines do. Changes that the view cannot survive (definition,
+    /// multicast address, methods) are refused, and the group is left as it was.
+    pub fn reconfigure(
+        &mut self,
+        cfg: ServiceConfig,
+        now: Instant,
+    ) -> Result<Vec<Action>, ReconfigureError> {
+        let s = self
+            .services
+            .iter_mut()
+            .find(|s| s.cfg.id == cfg.id)
+            .ok_or(ReconfigureError::UnknownService(cfg.id))?;
+        if cfg.definition != s.cfg.definition {
+            return Err(ReconfigureError::DefinitionChanged);
+        }
+        if cfg.multicast != s.cfg.multicast {
+            return Err(ReconfigureError::MulticastChanged);
+        }
+        if cfg.methods != s.cfg.methods {
+            return Err(ReconfigureError::MethodsChanged);
+        }
+        let mut out = Vec::new();
+        if let Some(list) = &cfg.group_list {
+            let excluded: Vec<Ipv4Addr> = s
+                .engines
+                .keys()
+                .copied()
+                .filter(|a| !list.contains(a))
+                .collect();
+            for address in excluded {
+                remove_engine(s, address, RemovalReason::GroupList, now, &mut out);
+            }
+            forget_definition_if_empty(s);
+        }
+        if cfg.timers.flush_after_tenths != s.cfg.timers.flush_after_tenths
+            || cfg.timers.here_i_am != s.cfg.timers.here_i_am
+        {
+            if let Some(at) = s.flush_at {
+                let old = tenths(s.cfg.timers.here_i_am, s.cfg.timers.flush_after_tenths);
+                let new = tenths(cfg.timers.here_i_am, cfg.timers.flush_after_tenths);
+                s.flush_at = Some(at - old + new);
+            }
+        }
+        if cfg.multicast.is_some()
+            && cfg.timers.multicast_interval != s.cfg.timers.multicast_interval
+        {
+            s.next_multicast = s.next_multicast.map(|_| now);
+        }
+        s.cfg = cfg;
+        Ok(out)
     }
 
     /// The router's identifying address.

@@ -549,3 +549,97 @@ fn s15_fast_timers_per_engine() {
         id: 90,
     };
 }
+
+/// (16) A SIGHUP on a running router: new timers keep the view and the table untouched;
+/// a group list that leaves an engine out removes it at once and its buckets move to the
+/// others; changes the view cannot survive are refused with the group left as it was.
+#[test]
+fn s16_reconfigure_keeps_the_view() {
+    let mut net = two_engines(&[R1]);
+    net.run_until(secs(40));
+    assert_eq!(net.counts(R1), BTreeMap::from([(E1, 128), (E2, 128)]));
+    let usable_before = net.router_events(R1, "engine_usable").len();
+    let programs_before = net.programs(R1).len();
+
+    let mut cfg = wccp::router::ServiceConfig::new(SVC, None);
+    cfg.timers.query_after_tenths = 40;
+    cfg.timers.remove_after_tenths = 50;
+    net.reconfigure_router(R1, cfg.clone()).unwrap();
+    net.run_until(secs(200));
+    assert_eq!(net.usable(R1), vec![E1, E2]);
+    assert_eq!(net.router_events(R1, "engine_usable").len(), usable_before);
+    assert_eq!(
+        net.programs(R1).len(),
+        programs_before,
+        "nothing reprogrammed"
+    );
+
+    // The new timers are in force: a silent engine is queried after 4 T, not 2.5 T.
+    let silent_at = net.now;
+    net.silence(E2);
+    net.run_until(silent_at + Duration::from_secs(60));
+    let queries = net.sent(R1, "removal_query");
+    let first = queries.iter().find(|(t, to)| *to == E2 && *t > silent_at);
+    let first = first.expect("E2 queried").0;
+    let after = first.as_millis() - silent_at.as_millis();
+    assert!(
+        (30_000..=41_000).contains(&after),
+        "queried {after} ms after going silent"
+    );
+
+    // Back to two engines, then a group list without E2.
+    let mut net = two_engines(&[R1]);
+    net.run_until(secs(40));
+    cfg.group_list = Some(vec![E1]);
+    let at = net.now;
+    net.reconfigure_router(R1, cfg.clone()).unwrap();
+    let removed = net.router_events(R1, "engine_removed");
+    assert!(
+        matches!(&removed[..], [(t, wccp::router::Event::EngineRemoved { engine, reason: RemovalReason::GroupList, .. })] if *engine == E2 && *t == at),
+        "{removed:?}"
+    );
+    assert_eq!(
+        net.counts(R1),
+        BTreeMap::from([(E1, 128)]),
+        "E2's buckets fail open at once"
+    );
+    net.run_until(secs(80));
+    assert_eq!(net.usable(R1), vec![E1]);
+    assert_eq!(
+        net.counts(R1),
+        BTreeMap::from([(E1, 256)]),
+        "E1 reassigned all"
+    );
+    assert!(
+        net.service_state(R1)
+            .counters
+            .0
+            .contains_key("drop.not_in_group_list"),
+        "E2's later Here-I-Ams are refused by the list: {:?}",
+        net.service_state(R1).counters
+    );
+
+    // Refused: a definition, a multicast address, the methods.
+    let mut bad = cfg.clone();
+    bad.definition = Some(service());
+    assert_eq!(
+        net.reconfigure_router(R1, bad),
+        Err(wccp::router::ReconfigureError::DefinitionChanged)
+    );
+    let mut bad = cfg.clone();
+    bad.multicast = Some(std::net::Ipv4Addr::new(224, 0, 1, 50));
+    assert_eq!(
+        net.reconfigure_router(R1, bad),
+        Err(wccp::router::ReconfigureError::MulticastChanged)
+    );
+    let mut bad = cfg;
+    bad.id = ServiceId {
+        dynamic: true,
+        id: 91,
+    };
+    assert!(matches!(
+        net.reconfigure_router(R1, bad),
+        Err(wccp::router::ReconfigureError::UnknownService(_))
+    ));
+    assert_eq!(net.usable(R1), vec![E1]);
+}

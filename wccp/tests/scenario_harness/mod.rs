@@ -176,6 +176,22 @@ impl Net {
         self.routers.insert(cfg.router_id, Router::new(cfg));
     }
 
+    /// A running router takes a changed configuration of one group (a SIGHUP).
+    pub fn reconfigure_router(
+        &mut self,
+        router: Ipv4Addr,
+        cfg: ServiceConfig,
+    ) -> Result<(), router::ReconfigureError> {
+        let now = self.now;
+        let acts = self
+            .routers
+            .get_mut(&router)
+            .expect("no such router")
+            .reconfigure(cfg, now)?;
+        self.router_actions(router, acts);
+        Ok(())
+    }
+
     /// Engine leaves with SHUTDOWN.
     pub fn shutdown(&mut self, e: Ipv4Addr) {
         let now = self.now;
