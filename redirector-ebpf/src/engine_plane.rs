@@ -844,7 +844,12 @@ impl EnginePlane {
         Ok(EngineCounters { entries })
     }
 
-    /// The aya handle, for test runs and what this type does not cover.
+    /// The loaded program, for `BPF_PROG_TEST_RUN` (edge cases without interfaces).
+    pub fn program(&mut self) -> Result<&mut SchedClassifier, EngineError> {
+        classifier(&mut self.object, ENGINE_PROGRAM)
+    }
+
+    /// The aya handle, for what this type does not cover.
     pub fn object_mut(&mut self) -> &mut EbpfObject {
         &mut self.object
     }
