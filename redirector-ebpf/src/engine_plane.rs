@@ -27,6 +27,30 @@
 //!   expected to add them by netlink and remove them on exit; this crate does not touch
 //!   the routing tables.
 //!
+//! # Driving it
+//!
+//! What `engine-agent` does, in order (the router list follows the protocol's view: a
+//! router that leaves the view stops being accepted at once):
+//!
+//! ```no_run
+//! # fn main() -> Result<(), redirector_ebpf::engine_plane::EngineError> {
+//! use std::net::Ipv4Addr;
+//! use redirector_ebpf::engine_plane::{EnginePlane, EngineSettings, ReturnRule};
+//!
+//! let mut plane = EnginePlane::load()?;
+//! plane.configure(&EngineSettings {
+//!     addr: Some(Ipv4Addr::new(10, 2, 0, 2)),
+//!     ..EngineSettings::default()
+//! })?;
+//! plane.add_router(Ipv4Addr::new(10, 2, 0, 1))?; // each router in the view
+//! plane.set_service_port(80, 3129)?; // each service port -> the proxy's port
+//! plane.add_rule(&ReturnRule::returning(Ipv4Addr::new(192, 0, 2, 0), 24))?;
+//! plane.attach("eth0")?; // from the engine's network namespace
+//! // ... later: plane.counters()? for metrics, and on exit:
+//! plane.teardown()?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Lifetime
 //!
 //! Nothing is pinned: the attachment is a tcx `bpf_link` (kernel 6.6 and later) held by
