@@ -23,9 +23,9 @@
 //!   ip route add local 0.0.0.0/0 dev lo table TABLE
 //!   ```
 //!
-//!   [`local_delivery_commands`] spells them out for a mark and table. `engine-agent` is
-//!   expected to add them by netlink and remove them on exit; this crate does not touch
-//!   the routing tables.
+//!   [`LocalDelivery::install`] adds both by rtnetlink (in the calling thread's network
+//!   namespace) and removes them on drop; [`local_delivery_commands`] spells them out for
+//!   operators.
 //!
 //! # Driving it
 //!
@@ -33,10 +33,14 @@
 //! router that leaves the view stops being accepted at once):
 //!
 //! ```no_run
-//! # fn main() -> Result<(), redirector_ebpf::engine_plane::EngineError> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::net::Ipv4Addr;
-//! use redirector_ebpf::engine_plane::{EnginePlane, EngineSettings, ReturnRule};
+//! use redirector_ebpf::engine_plane::{
+//!     EnginePlane, EngineSettings, LocalDelivery, ReturnRule, DEFAULT_MARK,
+//!     DEFAULT_RULE_PRIORITY, DEFAULT_TABLE,
+//! };
 //!
+//! let routing = LocalDelivery::install(DEFAULT_MARK, DEFAULT_TABLE, DEFAULT_RULE_PRIORITY)?;
 //! let mut plane = EnginePlane::load()?;
 //! plane.configure(&EngineSettings {
 //!     addr: Some(Ipv4Addr::new(10, 2, 0, 2)),
@@ -48,6 +52,7 @@
 //! plane.attach("eth0")?; // from the engine's network namespace
 //! // ... later: plane.counters()? for metrics, and on exit:
 //! plane.teardown()?;
+//! routing.remove()?;
 //! # Ok(()) }
 //! ```
 //!
@@ -79,6 +84,9 @@ use crate::{
     layout::{Counters, Field, SharedType},
     EbpfObject, LoadError,
 };
+
+mod local_route;
+pub use local_route::{LocalDelivery, DEFAULT_RULE_PRIORITY};
 
 /// The object built from `src/bpf/engine.c`.
 pub const ENGINE_OBJECT: &str = "engine";

@@ -21,8 +21,8 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use netns_tests::netns::{Host, Lab};
 use redirector_ebpf::engine_plane::{
-    local_delivery_commands, Counter, EnginePlane, EngineSettings, ReturnRule, WccpEncap,
-    DEFAULT_MARK, DEFAULT_TABLE,
+    local_delivery_commands, Counter, EnginePlane, EngineSettings, LocalDelivery, ReturnRule,
+    WccpEncap, DEFAULT_MARK, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE,
 };
 
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
@@ -245,6 +245,8 @@ struct Setup {
     router_mac: [u8; 6],
     engine_mac: [u8; 6],
     listener: TcpListener,
+    /// Held for its drop (the namespace's deletion would remove it anyway).
+    _routing: Option<LocalDelivery>,
 }
 
 /// A listener on 0.0.0.0:`port` with IP_TRANSPARENT, made in the calling thread's
@@ -318,11 +320,13 @@ fn setup_with(prefix: &str, options: Options) -> Result<Setup> {
     engine.add_addr("e0", &format!("{ENGINE}/24"))?;
     // The proxy's answers to the crafted clients' addresses go back by the router.
     engine.add_route("10.1.0.0/16", &ROUTER.to_string())?;
-    if options.local_route {
-        for argv in local_delivery_commands(DEFAULT_MARK, DEFAULT_TABLE) {
-            engine.run(std::process::Command::new(&argv[0]).args(&argv[1..]))?;
-        }
-    }
+    let routing = if options.local_route {
+        Some(engine.in_ns(|| {
+            LocalDelivery::install(DEFAULT_MARK, DEFAULT_TABLE, DEFAULT_RULE_PRIORITY)
+        })??)
+    } else {
+        None
+    };
     let router_mac = router.mac("r0")?;
     let engine_mac = engine.mac("e0")?;
     let copy_ifindex = engine.ifindex("cp0")?;
@@ -347,6 +351,7 @@ fn setup_with(prefix: &str, options: Options) -> Result<Setup> {
         router_mac,
         engine_mac,
         listener,
+        _routing: routing,
     })
 }
 
@@ -811,4 +816,59 @@ fn copy_rule_delivers_identical_bytes_to_the_local_consumer() -> Result<()> {
     assert_eq!(c.packets(Counter::ReturnRule), 1, "{shown:?}");
     s.plane.teardown()?;
     s.lab.teardown()
+}
+
+fn ip_output(host: &Host, args: &[&str]) -> Result<String> {
+    let out = host.run(std::process::Command::new("ip").args(args))?;
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The policy routing by netlink is what the documented commands make, and leaves
+/// nothing behind when removed.
+#[test]
+fn local_delivery_adds_and_removes_rule_and_route() -> Result<()> {
+    let lab = Lab::new("engroute")?;
+    let host = lab.host("engine")?;
+    let show = |host: &Host| -> Result<(String, String)> {
+        let ours = format!("table {DEFAULT_TABLE} ");
+        let routes = ip_output(host, &["-4", "route", "show", "table", "all"])?
+            .lines()
+            .filter(|l| l.contains(&ours))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Ok((ip_output(host, &["-4", "rule", "list"])?, routes))
+    };
+    let (rules_before, routes_before) = show(&host)?;
+    let routing =
+        host.in_ns(|| LocalDelivery::install(DEFAULT_MARK, DEFAULT_TABLE, DEFAULT_RULE_PRIORITY))??;
+    let (rules, routes) = show(&host)?;
+    let rule = format!(
+        "{DEFAULT_RULE_PRIORITY}:\tfrom all fwmark {DEFAULT_MARK:#x} lookup {DEFAULT_TABLE}"
+    );
+    assert!(rules.contains(&rule), "{rules}");
+    assert!(routes.contains("local default dev lo"), "{routes}");
+    // Installing again (a restarted agent) takes the existing ones over.
+    let again =
+        host.in_ns(|| LocalDelivery::install(DEFAULT_MARK, DEFAULT_TABLE, DEFAULT_RULE_PRIORITY))??;
+    assert_eq!(
+        show(&host)?,
+        (rules.clone(), routes.clone()),
+        "no duplicates"
+    );
+    drop(again);
+    assert_eq!(show(&host)?, (rules_before.clone(), routes_before.clone()));
+    routing.remove()?;
+    assert_eq!(show(&host)?, (rules_before.clone(), routes_before.clone()));
+
+    // The commands for operators make the same rule and route.
+    for argv in local_delivery_commands(DEFAULT_MARK, DEFAULT_TABLE) {
+        host.run(std::process::Command::new(&argv[0]).args(&argv[1..]))?;
+    }
+    let (cmd_rules, cmd_routes) = show(&host)?;
+    assert!(
+        cmd_rules.contains(&format!("fwmark {DEFAULT_MARK:#x} lookup {DEFAULT_TABLE}")),
+        "{cmd_rules}"
+    );
+    assert!(cmd_routes.contains("local default dev lo"), "{cmd_routes}");
+    lab.teardown()
 }

@@ -23,7 +23,8 @@ use anyhow::{ensure, Context, Result};
 use netns_tests::netns::{Host, Lab};
 use redirector_ebpf::{
     engine_plane::{
-        local_delivery_commands, Counter, EnginePlane, EngineSettings, DEFAULT_MARK, DEFAULT_TABLE,
+        Counter, EnginePlane, EngineSettings, LocalDelivery, DEFAULT_MARK, DEFAULT_RULE_PRIORITY,
+        DEFAULT_TABLE,
     },
     layout::IFACE_ENGINE_FACING,
     model::Reason,
@@ -262,10 +263,9 @@ fn router_redirects_engine_proxies_new_flows_and_returns_old_ones() -> Result<()
     // Only the client's frames are sent on by XDP (redirected); everything else the
     // router's XDP passes to the stack, which keeps the checksum state.
     net.client.in_ns(|| tx_checksum_off("c0"))??;
-    for argv in local_delivery_commands(DEFAULT_MARK, DEFAULT_TABLE) {
-        net.engine
-            .run(std::process::Command::new(&argv[0]).args(&argv[1..]))?;
-    }
+    let routing = net
+        .engine
+        .in_ns(|| LocalDelivery::install(DEFAULT_MARK, DEFAULT_TABLE, DEFAULT_RULE_PRIORITY))??;
 
     // The engine: its program, and XDP on e0, without which frames the router's XDP
     // redirects into the veth are dropped.
@@ -395,6 +395,7 @@ fn router_redirects_engine_proxies_new_flows_and_returns_old_ones() -> Result<()
     );
 
     plane.teardown()?;
+    routing.remove()?;
     drop(router);
     lab.teardown()
 }
