@@ -2,6 +2,7 @@
 //! to, independent decoders to read them back, and network namespaces ([`netns`]) with veths,
 //! bridges and processes that are torn down even when a test fails.
 
+pub mod daemons;
 pub mod netns;
 pub mod pcap;
 pub mod tshark;

@@ -87,7 +87,10 @@ fn curl_from_client_to_socat_on_server_through_router() -> Result<()> {
         "-d",
         "-d",
         "TCP-LISTEN:8080,bind=10.77.2.2,reuseaddr,fork",
-        &format!("EXEC:cat {}", response.display()),
+        // Read the request (up to its blank line) before answering: a server that closes
+        // with request bytes unread sends a RST, which can destroy the response in flight
+        // (curl: "Empty reply from server").
+        &format!("SYSTEM:sed -n '/^\\r$/q'; cat {}", response.display()),
     ]))?;
     server.wait_tcp_listen(8080, Duration::from_secs(10))?;
     let out = client.run(Command::new("curl").args([

@@ -80,6 +80,8 @@ pub(crate) struct LabInner {
     /// Numbers process labels so two runs of one program keep separate logs.
     pub(crate) spawned: AtomicU32,
     torn_down: AtomicBool,
+    /// Keep the scratch directory at teardown (see [`Lab::keep_scratch`]).
+    keep: AtomicBool,
 }
 
 impl Lab {
@@ -112,6 +114,7 @@ impl Lab {
                 namespaces: Mutex::new(Vec::new()),
                 spawned: AtomicU32::new(0),
                 torn_down: AtomicBool::new(false),
+                keep: AtomicBool::new(false),
             }),
         })
     }
@@ -125,6 +128,13 @@ impl Lab {
     /// (or always, with [`KEEP_ENV`] set) for the post-mortem.
     pub fn scratch_dir(&self) -> &Path {
         &self.inner.scratch
+    }
+
+    /// Keeps the scratch directory (process output) at teardown even though the thread is
+    /// not panicking: for tests that fail by returning an error, or that report failures
+    /// of several labs at the end.
+    pub fn keep_scratch(&self) {
+        self.inner.keep.store(true, Ordering::SeqCst);
     }
 
     /// Full names of the lab's namespaces, as `ip netns list` shows them.
@@ -200,7 +210,8 @@ impl Lab {
     /// Tears the lab down now, reporting failures (drop does the same, silently): kills every
     /// process in its namespaces (SIGTERM, SIGKILL after a grace period), deletes the
     /// namespaces (and with them every veth and bridge), removes the scratch directory
-    /// unless the thread is panicking or [`KEEP_ENV`] is set.
+    /// unless the thread is panicking, [`Lab::keep_scratch`] was called or [`KEEP_ENV`] is
+    /// set.
     ///
     /// What teardown cannot end: threads of the test process still inside a namespace
     /// ([`Host::thread`]) and sockets made there keep that namespace (unlisted) alive until
@@ -224,7 +235,9 @@ impl LabInner {
                 failures.push(format!("{e:#}"));
             }
         }
-        let keep = std::thread::panicking() || std::env::var_os(KEEP_ENV).is_some();
+        let keep = std::thread::panicking()
+            || self.keep.load(Ordering::SeqCst)
+            || std::env::var_os(KEEP_ENV).is_some();
         if keep {
             eprintln!(
                 "netns-tests: lab {} output kept in {}",
