@@ -36,6 +36,7 @@ use wccp::wire::Message;
 use crate::config::{Config, Service};
 use crate::control::{Format, Request, Response};
 use crate::dataplane::{DataPlane, PlaneCounters};
+use crate::nexthop::{mac_string, NextHop, Resolver, ResolverCounters, Update};
 use crate::status::{DataplaneStatus, Interface, Stats, Status};
 
 /// What the other tasks ask of the main loop.
@@ -67,6 +68,11 @@ struct Daemon {
     plane_error: Option<String>,
     socket: Arc<UdpSocket>,
     seed: u64,
+    /// Follows the engines' next hops (netlink).
+    resolver: Resolver,
+    /// The engines' next hops, as last resolved.
+    next_hops: BTreeMap<Ipv4Addr, NextHop>,
+    hop_counters: ResolverCounters,
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
@@ -138,6 +144,7 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
 
     let seed = u64::from(std::process::id()) ^ 0x5eed_cafe;
+    let (resolver, mut hop_rx) = Resolver::start(config.address);
     let mut d = Daemon {
         groups: config
             .services
@@ -158,6 +165,9 @@ pub async fn run(
         plane_error: None,
         socket,
         seed,
+        resolver,
+        next_hops: BTreeMap::new(),
+        hop_counters: ResolverCounters::default(),
     };
     for iface in d.config.exclude.clone() {
         if let Err(e) = d.plane.exclude(&iface) {
@@ -203,6 +213,7 @@ pub async fn run(
                     let now = d.now();
                     let actions = d.dispatch(from, &bytes, now);
                     d.apply(actions).await;
+                    d.want_next_hops();
                 }
                 Some(Input::RecvError(e)) => {
                     bump(&mut d.errors, "socket_recv");
@@ -210,6 +221,7 @@ pub async fn run(
                 }
                 Some(Input::Control(req, reply)) => {
                     let (resp, exit) = d.control(req);
+                    d.want_next_hops();
                     let _ = reply.send(resp);
                     if let Some(exit) = exit {
                         break exit;
@@ -229,7 +241,9 @@ pub async fn run(
                     }
                 }
                 d.apply(actions).await;
+                d.want_next_hops();
             }
+            Some(update) = hop_rx.recv() => d.next_hops_changed(update),
             _ = sleep_until(sweep_at) => {
                 sweep_at = None;
                 d.sweep();
@@ -238,6 +252,7 @@ pub async fn run(
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration");
                 let _ = d.reload();
+                d.want_next_hops();
             }
             _ = term.recv() => {
                 info!("SIGTERM: stopping; the data plane keeps redirecting until its grace runs out");
@@ -482,6 +497,68 @@ impl Daemon {
         }
     }
 
+    /// Every engine any group knows, with whether it forwards with L2.
+    fn engine_methods(&self) -> BTreeMap<Ipv4Addr, bool> {
+        let mut out = BTreeMap::new();
+        for g in &self.groups {
+            for s in g.router.state().services {
+                for e in s.engines {
+                    let l2 = e.forwarding.contains(wccp::wire::ForwardingMethods::L2);
+                    out.entry(e.address).or_insert(l2);
+                }
+            }
+        }
+        out
+    }
+
+    /// Tells the resolver which engines to follow: every engine of every group, usable or
+    /// not yet, so that a next hop is ready by the time an assignment names the engine.
+    fn want_next_hops(&mut self) {
+        self.resolver
+            .want(self.engine_methods().into_keys().collect());
+    }
+
+    /// New next hops from the resolver: logged where an engine's changed, handed to the
+    /// data plane (which reprograms at once if its tables change).
+    fn next_hops_changed(&mut self, update: Update) {
+        let methods = self.engine_methods();
+        for (engine, hop) in &update.hops {
+            let l2 = methods.get(engine).copied().unwrap_or(false);
+            let old = self.next_hops.get(engine);
+            if old == Some(hop) {
+                continue;
+            }
+            let was = old.map(|o| o.path(l2));
+            match hop.path(l2) {
+                Ok(p) => {
+                    if was.as_ref().and_then(|w| w.as_ref().ok()) != Some(&p) {
+                        info!(
+                            %engine,
+                            iface = hop.iface.as_deref().unwrap_or("-"),
+                            mac = %mac_string(&p.dst_mac),
+                            gateway = ?hop.gateway,
+                            router_addr = %p.router_addr,
+                            mtu = p.mtu,
+                            "next hop resolved"
+                        );
+                    }
+                }
+                Err(reason) => {
+                    if was.as_ref().and_then(|w| w.as_ref().err()) != Some(&reason) {
+                        warn!(%engine, %reason, forwarding = if l2 { "l2" } else { "gre" },
+                            "next hop unresolved: the engine is not usable in the data plane (its buckets fail open)");
+                    }
+                }
+            }
+        }
+        self.next_hops = update.hops;
+        self.hop_counters = update.counters;
+        let hops = self.next_hops.clone();
+        if let Err(e) = self.plane.set_next_hops(&hops) {
+            self.plane_failed("reprogramming for new next hops", e);
+        }
+    }
+
     fn plane_failed(&mut self, what: &str, e: String) {
         bump(&mut self.errors, "dataplane");
         error!(error = %e, "data plane: {what} failed");
@@ -579,6 +656,7 @@ impl Daemon {
                     s,
                     now.as_millis(),
                     &plane,
+                    &self.next_hops,
                 ));
             }
         }
@@ -587,6 +665,7 @@ impl Daemon {
         }
         stats.events = self.events.clone();
         stats.dataplane = plane;
+        stats.next_hops = self.hop_counters;
         Status {
             router_id: self.config.address,
             port: self.config.port,

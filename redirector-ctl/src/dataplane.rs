@@ -22,6 +22,8 @@ use wccp::assign::Mask;
 use wccp::proto::{Assignment, ServiceId, Table};
 use wccp::wire::{ForwardingMethods, ServiceInfo};
 
+use crate::nexthop::NextHop;
+
 /// Packet counters the data plane keeps, by engine and by service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PlaneCounters {
@@ -86,6 +88,10 @@ pub trait DataPlane {
     /// Removes redirection entirely and at once (`stop --clear`). Without this call the
     /// data plane stays as it is when the controller exits, under its dead-man grace.
     fn clear_all(&mut self) -> Result<(), PlaneError>;
+    /// The engines' next hops (see [`crate::nexthop`]), complete each time: an engine
+    /// whose next hop is unresolved (or absent here) is installed not usable, so its
+    /// buckets fail open. Reprograms at once when what the tables hold changes.
+    fn set_next_hops(&mut self, hops: &BTreeMap<Ipv4Addr, NextHop>) -> Result<(), PlaneError>;
 }
 
 /// A data plane that only records: what `--no-dataplane` runs and what the tests use.
@@ -100,6 +106,8 @@ pub struct MemoryPlane {
     pub heartbeats: u64,
     /// Interfaces excluded.
     pub excluded: Vec<String>,
+    /// The last next hops received.
+    pub next_hops: BTreeMap<Ipv4Addr, NextHop>,
 }
 
 impl DataPlane for MemoryPlane {
@@ -167,6 +175,11 @@ impl DataPlane for MemoryPlane {
         self.ifaces.clear();
         Ok(())
     }
+
+    fn set_next_hops(&mut self, hops: &BTreeMap<Ipv4Addr, NextHop>) -> Result<(), PlaneError> {
+        self.next_hops = hops.clone();
+        Ok(())
+    }
 }
 
 /// The XDP data plane, pinned under the configured pin root.
@@ -179,6 +192,10 @@ pub struct XdpPlane {
     services: BTreeMap<ServiceId, (Option<ServiceInfo>, Table)>,
     /// Engine order of the last install: the index of each engine in the counters map.
     engines: Vec<Ipv4Addr>,
+    /// The engines' next hops, as last resolved.
+    next_hops: BTreeMap<Ipv4Addr, NextHop>,
+    /// What the last install held, so that an unchanged next hop costs nothing.
+    installed: Option<dp::TableConfig>,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -199,6 +216,8 @@ impl XdpPlane {
             redirector: Some(redirector),
             services: BTreeMap::new(),
             engines: Vec::new(),
+            next_hops: BTreeMap::new(),
+            installed: None,
         })
     }
 
@@ -209,19 +228,24 @@ impl XdpPlane {
     }
 
     fn install(&mut self) -> Result<(), PlaneError> {
-        let (config, engines) = compile(&self.services);
+        let (config, engines) = compile(&self.services, &self.next_hops);
         let table = config.compile().map_err(|e| e.to_string())?;
+        // Forget what was installed until this one is: a failed install is retried whole.
+        self.installed = None;
         self.redirector()?
             .install(&table)
             .map_err(|e| e.to_string())?;
         self.engines = engines;
+        self.installed = Some(config);
         Ok(())
     }
 }
 
-/// The data plane's view of every programmed service.
+/// The data plane's view of every programmed service, with each engine's next hop: an
+/// engine is usable only when its next hop is resolved for its forwarding method.
 fn compile(
     services: &BTreeMap<ServiceId, (Option<ServiceInfo>, Table)>,
+    hops: &BTreeMap<Ipv4Addr, NextHop>,
 ) -> (dp::TableConfig, Vec<Ipv4Addr>) {
     let mut engines: Vec<Ipv4Addr> = Vec::new();
     let mut engine_cfgs = Vec::new();
@@ -241,22 +265,19 @@ fn compile(
             }
             let i = u8::try_from(engines.len()).ok()?;
             engines.push(addr);
+            let l2 = fwd.contains(ForwardingMethods::L2);
+            let path = hops.get(&addr).and_then(|h| h.path(l2).ok());
             engine_cfgs.push(dp::EngineConfig {
                 addr,
-                router_addr: Ipv4Addr::UNSPECIFIED,
-                dst_mac: [0; 6],
-                src_mac: [0; 6],
-                ifindex: 0,
-                mtu: 0,
-                method: if fwd.contains(ForwardingMethods::L2) {
-                    dp::Method::L2
-                } else {
-                    dp::Method::Gre
-                },
-                // TODO(next hop): an engine becomes usable in the data plane once its
-                // next hop (egress interface, MACs, router address on that side) is
-                // resolved through netlink. Until then its buckets fail open.
-                usable: false,
+                router_addr: path.map_or(Ipv4Addr::UNSPECIFIED, |p| p.router_addr),
+                dst_mac: path.map_or([0; 6], |p| p.dst_mac),
+                src_mac: path.map_or([0; 6], |p| p.src_mac),
+                ifindex: path.map_or(0, |p| p.ifindex),
+                mtu: path.map_or(0, |p| p.mtu),
+                method: if l2 { dp::Method::L2 } else { dp::Method::Gre },
+                // Unresolved: listed (its returns are still recognised) but not usable,
+                // so its buckets fail open.
+                usable: path.is_some(),
             });
             Some(i)
         };
@@ -401,13 +422,17 @@ impl DataPlane for XdpPlane {
     }
 
     fn exclude(&mut self, iface: &str) -> Result<(), PlaneError> {
-        // The kernel's index of the interface, without netlink: sysfs has it.
-        let path = format!("/sys/class/net/{iface}/ifindex");
-        let index: u32 = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{iface}: no such interface ({e})"))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{path}: {e}"))?;
+        // The index in the controller's own network namespace (sysfs would show the one
+        // /sys was mounted in, which differs under `setns`).
+        let name = std::ffi::CString::new(iface).map_err(|_| format!("{iface}: bad name"))?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(format!(
+                "{iface}: no such interface ({})",
+                std::io::Error::last_os_error()
+            ));
+        }
         self.redirector()?
             .set_iface_flags(index, redirector_ebpf::layout::IFACE_EXCLUDED)
             .map_err(|e| e.to_string())
@@ -427,5 +452,109 @@ impl DataPlane for XdpPlane {
             Some(r) => r.clear().map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+
+    fn set_next_hops(&mut self, hops: &BTreeMap<Ipv4Addr, NextHop>) -> Result<(), PlaneError> {
+        self.next_hops = hops.clone();
+        if self.services.is_empty() || self.redirector.is_none() {
+            return Ok(());
+        }
+        let (config, _) = compile(&self.services, &self.next_hops);
+        if self.installed.as_ref() == Some(&config) {
+            return Ok(());
+        }
+        self.install()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wccp::assign::BucketTable;
+    use wccp::proto::EngineRoute;
+    use wccp::wire::ReturnMethods;
+
+    const E: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+
+    fn services(
+        forwarding: ForwardingMethods,
+    ) -> BTreeMap<ServiceId, (Option<ServiceInfo>, Table)> {
+        let mut buckets = BucketTable::unassigned();
+        for b in 0..=255u8 {
+            buckets.set_owner(b, Some(E));
+        }
+        let table = Table {
+            assignment: Assignment::Hash(Box::new(buckets)),
+            engines: vec![EngineRoute {
+                address: E,
+                forwarding,
+                returns: ReturnMethods::GRE,
+            }],
+        };
+        let id = ServiceId {
+            dynamic: false,
+            id: 0,
+        };
+        [(id, (Some(ServiceInfo::web_cache()), table))].into()
+    }
+
+    fn hop(gateway: Option<Ipv4Addr>) -> NextHop {
+        NextHop {
+            iface: Some("r1".into()),
+            ifindex: 7,
+            gateway,
+            router_addr: Some(Ipv4Addr::new(10, 2, 0, 1)),
+            src_mac: Some([2, 0, 0, 0, 0, 1]),
+            mac: Some([2, 0, 0, 0, 0, 2]),
+            mtu: 1500,
+            neighbour: Some("reachable"),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn engines_without_a_next_hop_are_listed_but_not_usable() {
+        let (cfg, order) = compile(&services(ForwardingMethods::GRE), &BTreeMap::new());
+        assert_eq!(order, vec![E]);
+        assert_eq!(cfg.engines.len(), 1);
+        assert!(!cfg.engines[0].usable);
+        assert!(cfg.compile().is_ok());
+        let unresolved = [(E, NextHop::unresolved("resolving"))].into();
+        let (cfg, _) = compile(&services(ForwardingMethods::GRE), &unresolved);
+        assert!(!cfg.engines[0].usable);
+    }
+
+    #[test]
+    fn a_resolved_next_hop_makes_the_engine_usable_with_its_path() {
+        let hops = [(E, hop(None))].into();
+        let (cfg, _) = compile(&services(ForwardingMethods::GRE), &hops);
+        let e = cfg.engines[0];
+        assert!(e.usable);
+        assert_eq!(e.method, dp::Method::Gre);
+        assert_eq!(e.ifindex, 7);
+        assert_eq!(e.router_addr, Ipv4Addr::new(10, 2, 0, 1));
+        assert_eq!(e.src_mac, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(e.dst_mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(e.mtu, 1500);
+        let (cfg, _) = compile(&services(ForwardingMethods::L2), &hops);
+        assert!(cfg.engines[0].usable);
+        assert_eq!(cfg.engines[0].method, dp::Method::L2);
+    }
+
+    #[test]
+    fn an_l2_engine_behind_a_gateway_is_not_usable_but_a_gre_one_is() {
+        let hops = [(E, hop(Some(Ipv4Addr::new(10, 2, 0, 254))))].into();
+        let (cfg, _) = compile(&services(ForwardingMethods::L2), &hops);
+        assert!(!cfg.engines[0].usable);
+        let (cfg, _) = compile(&services(ForwardingMethods::GRE), &hops);
+        assert!(cfg.engines[0].usable);
+    }
+
+    #[test]
+    fn the_memory_plane_records_next_hops() {
+        let mut p = MemoryPlane::default();
+        let hops: BTreeMap<_, _> = [(E, hop(None))].into();
+        p.set_next_hops(&hops).unwrap();
+        assert_eq!(p.next_hops, hops);
     }
 }

@@ -11,6 +11,11 @@
 //! - `wccp_engine_slots{service,engine}`: buckets or mask values each engine holds.
 //! - `wccp_dataplane_engine_packets_total{engine,what="redirected"|"returned"}`.
 //! - `wccp_dataplane_service_packets_total{service,what="redirected"|"failed_open"}`.
+//! - `wccp_engine_next_hop_resolved{service,engine}`: 1 when the data plane can reach the
+//!   engine (next hop resolved for its forwarding method), 0 when its buckets fail open.
+//! - `wccp_next_hop_lookups_total{result="resolved"|"unresolved"}`: next-hop lookups.
+//! - `wccp_next_hop_changes_total`: times an engine's next hop changed (MAC moved, ...).
+//! - `wccp_next_hop_triggers_total`: neighbour resolutions asked of the kernel.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -123,6 +128,49 @@ pub fn render(status: &Status) -> String {
         "wccp_dataplane_engine_packets",
         "Data-plane packets per engine",
         eng_packets,
+    );
+    let resolved = Family::<Labels, Gauge>::default();
+    for s in &status.services {
+        for e in &s.engines {
+            resolved
+                .get_or_create(&labels(&[
+                    ("service", &s.service),
+                    ("engine", &e.address.to_string()),
+                ]))
+                .set(i64::from(e.next_hop.state == "resolved"));
+        }
+    }
+    reg.register(
+        "wccp_engine_next_hop_resolved",
+        "1 when the engine's next hop is resolved (the data plane redirects to it), else 0",
+        resolved,
+    );
+    let hops = &status.stats.next_hops;
+    let lookups = Family::<Labels, Counter>::default();
+    lookups
+        .get_or_create(&labels(&[("result", "resolved")]))
+        .inc_by(hops.resolved);
+    lookups
+        .get_or_create(&labels(&[("result", "unresolved")]))
+        .inc_by(hops.unresolved);
+    reg.register(
+        "wccp_next_hop_lookups",
+        "Next-hop lookups (route, interface, neighbour) by result",
+        lookups,
+    );
+    let changes = Counter::<u64>::default();
+    changes.inc_by(hops.changes);
+    reg.register(
+        "wccp_next_hop_changes",
+        "Times an engine's next hop changed",
+        changes,
+    );
+    let triggers = Counter::<u64>::default();
+    triggers.inc_by(hops.triggers);
+    reg.register(
+        "wccp_next_hop_triggers",
+        "Neighbour resolutions asked of the kernel",
+        triggers,
     );
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {

@@ -16,6 +16,7 @@ use wccp::wire::{AssignmentMethods, ForwardingMethods, ReturnMethods};
 
 use crate::config::Service;
 use crate::dataplane::{PlaneCounters, ServiceCounters};
+use crate::nexthop::{mac_string, NextHop, ResolverCounters};
 
 /// The whole controller.
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +136,60 @@ pub struct EngineStatus {
     pub packets_redirected: u64,
     /// Packets it returned.
     pub packets_returned: u64,
+    /// How the data plane reaches it.
+    pub next_hop: NextHopStatus,
+}
+
+/// An engine's next hop, as resolved through netlink for its forwarding method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextHopStatus {
+    /// `resolved` (the data plane redirects to it) or `unresolved` (its buckets fail open).
+    pub state: &'static str,
+    /// Why it is unresolved.
+    pub reason: Option<String>,
+    /// Egress interface.
+    pub interface: Option<String>,
+    /// Egress interface index.
+    pub ifindex: Option<u32>,
+    /// The gateway (null: the engine is on-link).
+    pub gateway: Option<Ipv4Addr>,
+    /// The MAC frames go to: the engine's when on-link, else the gateway's.
+    pub mac: Option<String>,
+    /// The egress interface's MAC.
+    pub src_mac: Option<String>,
+    /// The router's address on that side (the GRE source).
+    pub router_address: Option<Ipv4Addr>,
+    /// Largest IP packet the path takes.
+    pub mtu: Option<u32>,
+    /// The kernel's neighbour state (`reachable`, `stale`, `failed`, ...).
+    pub neighbour: Option<&'static str>,
+}
+
+impl NextHopStatus {
+    /// The status of `hop` for an engine forwarding with L2 (`l2`) or GRE; `None` (not
+    /// looked up yet) is unresolved.
+    pub fn of(hop: Option<&NextHop>, l2: bool) -> Self {
+        let Some(h) = hop else {
+            return Self::of(Some(&NextHop::unresolved("not looked up yet")), l2);
+        };
+        let reason = h.path(l2).err();
+        NextHopStatus {
+            state: if reason.is_none() {
+                "resolved"
+            } else {
+                "unresolved"
+            },
+            reason,
+            interface: h.iface.clone(),
+            ifindex: (h.ifindex != 0).then_some(h.ifindex),
+            gateway: h.gateway,
+            mac: h.mac.as_ref().map(mac_string),
+            src_mac: h.src_mac.as_ref().map(mac_string),
+            router_address: h.router_addr,
+            mtu: (h.mtu != 0).then_some(h.mtu),
+            neighbour: h.neighbour,
+        }
+    }
 }
 
 /// The assignment in force.
@@ -175,6 +230,10 @@ pub struct Stats {
     pub events: BTreeMap<String, u64>,
     /// Data-plane packet counters.
     pub dataplane: PlaneCounters,
+    /// Next-hop resolution: lookups `resolved` and `unresolved`, `changes` of an engine's
+    /// next hop, neighbour resolutions asked of the kernel (`triggers`), netlink
+    /// `notifications` received.
+    pub next_hops: ResolverCounters,
 }
 
 impl Stats {
@@ -227,6 +286,7 @@ pub fn service_status(
     state: &ServiceState,
     now_ms: u64,
     plane: &PlaneCounters,
+    hops: &BTreeMap<Ipv4Addr, NextHop>,
 ) -> ServiceStatus {
     let id: ServiceId = state.service;
     let engines = state
@@ -250,6 +310,10 @@ pub fn service_status(
                 returns: returns(e.returns),
                 packets_redirected: c.redirected,
                 packets_returned: c.returned,
+                next_hop: NextHopStatus::of(
+                    hops.get(&e.address),
+                    e.forwarding.contains(ForwardingMethods::L2),
+                ),
             }
         })
         .collect::<Vec<_>>();
@@ -561,6 +625,23 @@ impl Status {
                         e.packets_redirected,
                         e.packets_returned
                     );
+                    let n = &e.next_hop;
+                    let via = match n.gateway {
+                        Some(g) => format!("via {g}"),
+                        None => "on-link".into(),
+                    };
+                    let _ = writeln!(
+                        o,
+                        "      next hop: {} {} {} mac {}{}",
+                        n.state,
+                        n.interface.as_deref().unwrap_or("-"),
+                        via,
+                        n.mac.as_deref().unwrap_or("-"),
+                        n.reason
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    );
                 }
             }
             if section == Section::Routers {
@@ -643,5 +724,58 @@ mod erased {
         fn to_json(&self) -> serde_json::Value {
             serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(gateway: Option<Ipv4Addr>) -> NextHop {
+        NextHop {
+            iface: Some("r1".into()),
+            ifindex: 3,
+            gateway,
+            router_addr: Some(Ipv4Addr::new(10, 2, 0, 1)),
+            src_mac: Some([2, 0, 0, 0, 0, 1]),
+            mac: Some([2, 0, 0, 0, 0, 0xaa]),
+            mtu: 1500,
+            neighbour: Some("reachable"),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn next_hop_json_has_the_documented_fields() {
+        let v = serde_json::to_value(NextHopStatus::of(Some(&hop(None)), false)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "state": "resolved",
+                "reason": null,
+                "interface": "r1",
+                "ifindex": 3,
+                "gateway": null,
+                "mac": "02:00:00:00:00:aa",
+                "src_mac": "02:00:00:00:00:01",
+                "router_address": "10.2.0.1",
+                "mtu": 1500,
+                "neighbour": "reachable",
+            })
+        );
+    }
+
+    #[test]
+    fn unresolved_next_hops_say_why() {
+        let v = NextHopStatus::of(None, false);
+        assert_eq!(v.state, "unresolved");
+        assert_eq!(v.reason.as_deref(), Some("not looked up yet"));
+        let gw = Ipv4Addr::new(10, 2, 0, 254);
+        let l2 = NextHopStatus::of(Some(&hop(Some(gw))), true);
+        assert_eq!(l2.state, "unresolved");
+        assert!(l2.reason.unwrap().contains("on-link"));
+        assert_eq!(l2.gateway, Some(gw), "the path is still shown");
+        let gre = NextHopStatus::of(Some(&hop(Some(gw))), false);
+        assert_eq!(gre.state, "resolved");
     }
 }

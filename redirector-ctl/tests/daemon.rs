@@ -465,6 +465,15 @@ fn engine_joins_assigns_and_leaves() {
     assert_eq!(s[0]["engines"][0]["state"], "usable");
     assert_eq!(s[0]["engines"][0]["weight"], 100);
     assert_eq!(s[0]["engines"][0]["slots"], 256);
+    // On loopback the engine's address is the router's own: no next hop, said why.
+    let hop = &s[0]["engines"][0]["next_hop"];
+    assert_eq!(hop["state"], "unresolved", "{hop:#}");
+    assert!(
+        hop["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("address of this router")),
+        "{hop:#}"
+    );
     let m = d.metrics();
     assert!(
         m.contains("wccp_engine_slots{service=\"standard/0\",engine=\"127.0.0.2\"} 256"),
@@ -475,6 +484,14 @@ fn engine_joins_assigns_and_leaves() {
         "{m}"
     );
     assert!(d.logs().contains("data plane programmed"));
+    assert!(
+        m.contains("wccp_engine_next_hop_resolved{service=\"standard/0\",engine=\"127.0.0.2\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wccp_next_hop_lookups_total{result=\"unresolved\"}"),
+        "{m}"
+    );
 
     send(engine.shutdown(now()));
     let t0 = Instant::now();
