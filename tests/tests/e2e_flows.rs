@@ -1,0 +1,255 @@
+//! End to end, real daemons and real TCP (see `e2e_common` for the lab):
+//!
+//! 1. curl from the client to the server's port 80 is served through the engine's
+//!    transparent proxy (the proxy logs it, the server sees the engine, the agent's
+//!    data-plane counters count the SYN and the established segments);
+//! 3. a flow a return rule names (destination prefix and port) is returned by the engine
+//!    and reaches the server directly (the server sees the client);
+//! 2. with two engines, each of a few hundred flows from random client source ports lands
+//!    on the engine its bucket names (bucket from `wccp::assign`'s hash with the service
+//!    flags and the assignment of `redirector-ctl show --json`, engine from the proxy logs);
+//! 4. both agents stopped: traffic flows directly (fail open).
+
+mod e2e_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use e2e_common::*;
+
+#[test]
+fn curl_through_the_proxy_and_a_bypassed_flow_returned() {
+    if let Err(e) = World::new("e2ecurl", 1).and_then(|w| w.run(curl_and_bypass)) {
+        panic!("{e:#}");
+    }
+}
+
+fn curl_and_bypass(w: &World) -> Result<()> {
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let t0 = Instant::now();
+    let extra = AgentExtra {
+        // SERVER2:80 is not for the proxy: returned to the router.
+        tables: format!("[[return_rule]]\nprefix = \"{SERVER2}/32\"\nport = {HTTP_PORT}\n"),
+        ..AgentExtra::default()
+    };
+    let e1 = Engine::start(w, 0, &extra)?;
+    let (_, took) = wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    println!(
+        "(1) engine joined, all 256 buckets, next hop resolved {} ms after start ({} ms wait)",
+        ms(t0.elapsed()),
+        ms(took)
+    );
+
+    // (1) curl, Debian's.
+    let out = w.client.run(w.client.command("curl")?.args([
+        "-s",
+        "-S",
+        "-m",
+        "5",
+        "-w",
+        "\nlocal_port %{local_port}\n",
+        &format!("http://{SERVER}/"),
+    ]))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("local_port ")?.trim().parse().ok())
+        .with_context(|| format!("curl said {text:?}"))?;
+    let peer = SocketAddr::from((CLIENT, port));
+    println!("(1) curl: {}", text.lines().next().unwrap_or(""));
+    ensure!(
+        text.starts_with(&format!("hello {}:", engine_ip(0))) && text.contains(&format!("-> {SERVER}:80")),
+        "the server answered the proxy's connection (from the engine): {text:?}\n{}",
+        logs(Some(&ctl), &[&e1])
+    );
+    ensure!(
+        e1.proxy().saw(peer),
+        "the proxy logged {peer}:\n{}",
+        e1.proxy().log()
+    );
+    ensure!(
+        e1.proxy()
+            .log()
+            .contains(&format!("accept {peer} -> {SERVER}:80")),
+        "the proxy's accepted socket has the original destination:\n{}",
+        e1.proxy().log()
+    );
+    ensure!(w.server().from_peer(peer) == 0, "the client never reached the server itself");
+    let c = e1.counters()?;
+    println!("(1) engine data-plane counters: {c:?}");
+    ensure!(c.get("proxied_syn").copied().unwrap_or(0) >= 1, "{c:?}");
+    ensure!(c.get("established").copied().unwrap_or(0) >= 3, "{c:?}");
+    for bad in ["stranger", "truncated", "bad_header", "bad_inner", "assign_failed"] {
+        ensure!(!c.contains_key(bad), "{bad}: {c:?}");
+    }
+    let s = ctl.service(SERVICE)?;
+    let e = &s["engines"][0];
+    ensure!(
+        e["packets_redirected"].as_u64().unwrap_or(0) >= 4,
+        "the router counts what it redirected: {e:#}"
+    );
+
+    // (3) A bypassed flow: redirected, returned by the rule, decapsulated by the router,
+    // answered by the server to the client itself.
+    let before = e1.counter("return_rule");
+    let returned_before = s["engines"][0]["packets_returned"].as_u64().unwrap_or(0);
+    let (body, me) = http_get(
+        &w.client,
+        0,
+        SocketAddrV4::new(SERVER2, HTTP_PORT),
+        "/",
+        Duration::from_secs(5),
+    )
+    .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    println!("(3) bypassed flow to {SERVER2}: {}", body.trim_end());
+    ensure!(
+        body.trim_end() == format!("hello {me} -> {SERVER2}:80"),
+        "the server saw the client itself: {body:?}"
+    );
+    ensure!(!e1.proxy().saw(me), "the proxy never saw {me}");
+    let after = e1.counter("return_rule");
+    ensure!(after >= before + 3, "return_rule {before} -> {after}");
+    let s = ctl.service(SERVICE)?;
+    let returned = s["engines"][0]["packets_returned"].as_u64().unwrap_or(0);
+    ensure!(
+        returned >= returned_before + 3,
+        "the router decapsulated the returns: {returned_before} -> {returned}"
+    );
+    println!(
+        "(3) engine return_rule {before} -> {after}, router packets_returned {returned_before} -> {returned}"
+    );
+    drop(e1);
+    drop(ctl);
+    Ok(())
+}
+
+#[test]
+fn flows_land_on_their_buckets_engine_and_fail_open_without_engines() {
+    if let Err(e) = World::new("e2ehash", 2).and_then(|w| w.run(buckets_and_fail_open)) {
+        panic!("{e:#}");
+    }
+}
+
+fn buckets_and_fail_open(w: &World) -> Result<()> {
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let mut e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    let mut e2 = Engine::start(w, 1, &AgentExtra::default())?;
+    let (s, took) = wait_split(&ctl, &[engine_ip(0), engine_ip(1)], Duration::from_secs(25))
+        .with_context(|| logs(Some(&ctl), &[&e1, &e2]))?;
+    println!("(2) two engines, 128 buckets each, after {} ms", ms(took));
+    let flags = flag_bits(&s);
+    ensure!(
+        flags & wccp::assign::flags::SRC_PORT_HASH != 0,
+        "the service hashes the source port: {:#}",
+        s["definition"]
+    );
+
+    // (2) A few hundred flows from random source ports.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut ports = BTreeSet::new();
+    while ports.len() < 300 {
+        ports.insert(20_000 + (rng.next() % 40_000) as u16);
+    }
+    let t0 = Instant::now();
+    let mut expected: BTreeMap<u16, std::net::Ipv4Addr> = BTreeMap::new();
+    for &p in &ports {
+        let owner = owner_of(&s, p)?.with_context(|| format!("bucket of port {p} unassigned"))?;
+        let (body, _) = http_get(
+            &w.client,
+            p,
+            SocketAddrV4::new(SERVER, HTTP_PORT),
+            "/",
+            Duration::from_secs(5),
+        )
+        .with_context(|| format!("port {p}\n{}", logs(Some(&ctl), &[&e1, &e2])))?;
+        ensure!(
+            body.starts_with(&format!("hello {owner}:")),
+            "port {p}: the server heard from {owner}'s proxy: {body:?}"
+        );
+        expected.insert(p, owner);
+    }
+    let elapsed = t0.elapsed();
+    let seen = [e1.proxy().accepted(), e2.proxy().accepted()];
+    let mut per_engine = [0usize; 2];
+    let mut wrong = Vec::new();
+    for (&p, owner) in &expected {
+        let peer = SocketAddr::from((CLIENT, p));
+        let by: Vec<usize> = (0..2).filter(|&i| seen[i].contains(&peer)).collect();
+        let want = if *owner == engine_ip(0) { 0 } else { 1 };
+        if by != [want] {
+            wrong.push(format!("port {p}: bucket owner {owner}, proxies {by:?}"));
+        } else {
+            per_engine[want] += 1;
+        }
+    }
+    println!(
+        "(2) {} flows in {} ms: {} on {} and {} on {}, {} misplaced",
+        expected.len(),
+        ms(elapsed),
+        per_engine[0],
+        engine_ip(0),
+        per_engine[1],
+        engine_ip(1),
+        wrong.len()
+    );
+    ensure!(wrong.is_empty(), "misplaced flows:\n{}", wrong.join("\n"));
+    ensure!(
+        per_engine[0] > 50 && per_engine[1] > 50,
+        "both engines took flows: {per_engine:?}"
+    );
+    for (i, e) in [&e1, &e2].iter().enumerate() {
+        let n = e.counter("proxied_syn");
+        ensure!(
+            n as usize >= per_engine[i],
+            "engine {} proxied_syn {n} < {}",
+            i + 1,
+            per_engine[i]
+        );
+    }
+
+    // (4) Both agents stop (SHUTDOWN): the router's view empties and traffic flows
+    // directly.
+    let t0 = Instant::now();
+    e1.agent.take();
+    e2.agent.take();
+    let stopped = t0.elapsed();
+    let gone = wait_for("the service to have no assignment", Duration::from_secs(10), || {
+        let s = ctl.service(SERVICE)?;
+        Ok(slots(&s).is_empty() && s["engines"].as_array().is_none_or(|e| e.is_empty()))
+    })
+    .with_context(|| format!("{:#}", ctl.service(SERVICE).unwrap_or_default()))?;
+    println!(
+        "(4) agents stopped in {} ms; router without engines {} ms later",
+        ms(stopped),
+        ms(gone)
+    );
+    let before = [e1.proxy().accepted().len(), e2.proxy().accepted().len()];
+    for p in [20_001u16, 30_002, 40_003, 50_004, 60_005] {
+        let (body, me) = http_get(
+            &w.client,
+            p,
+            SocketAddrV4::new(SERVER, HTTP_PORT),
+            "/",
+            Duration::from_secs(5),
+        )
+        .with_context(|| logs(Some(&ctl), &[]))?;
+        ensure!(
+            body.trim_end() == format!("hello {me} -> {SERVER}:80"),
+            "port {p}: served directly: {body:?}"
+        );
+    }
+    let after = [e1.proxy().accepted().len(), e2.proxy().accepted().len()];
+    ensure!(before == after, "no proxy saw them: {before:?} -> {after:?}");
+    let st = ctl.status()?;
+    let failed_open = st["stats"]["dataplane"]["services"][SERVICE]["failed_open"]
+        .as_u64()
+        .unwrap_or(0);
+    println!("(4) 5 flows served directly; service packets failed open: {failed_open}");
+    drop(e1);
+    drop(e2);
+    drop(ctl);
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! End to end, live connections while the group changes (see `e2e_common` for the lab):
+//!
+//! 5. 20 connections opened before redirection survive switching it on (their segments
+//!    reach the engine, which has no socket for them and returns them); then 50
+//!    long-lived connections through the first engine survive a second engine joining
+//!    (the router's connection table keeps them with the engine that took their SYN,
+//!    even those whose bucket moved);
+//! 9. the proxy of a live engine is killed: the agent leaves, the other engine takes all
+//!    buckets; the time from the kill to the router's `show` listing the other engine with
+//!    all 256 buckets and to a new connection through it is measured and printed, and
+//!    every connection attempt meanwhile (timeout 2 s each) succeeds, through the other
+//!    engine or directly (returned or failed open).
+
+mod e2e_common;
+
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use e2e_common::*;
+use nix::sys::signal::Signal;
+
+/// One round trip on every session; the first failure is an error naming the session.
+fn ping_all(sessions: &mut [(String, TcpStream)], round: usize) -> Result<()> {
+    for (name, s) in sessions.iter_mut() {
+        let got = echo(s, &format!("ping{round}")).with_context(|| format!("{name}, round {round}"))?;
+        ensure!(got.starts_with(&format!("echo ping{round} ")), "{name}: {got:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn live_connections_survive_redirection_and_a_join() {
+    if let Err(e) = World::new("e2ejoin", 2).and_then(|w| w.run(join_keeps_flows)) {
+        panic!("{e:#}");
+    }
+}
+
+fn join_keeps_flows(w: &World) -> Result<()> {
+    let ctl = start_ctl(w, "r", 30_000)?;
+    // 20 connections before any engine: plain routing, the server sees the client.
+    let mut sessions: Vec<(String, TcpStream)> = Vec::new();
+    for p in 31_000..31_020u16 {
+        let s = echo_session(&w.client, p, Duration::from_secs(5))?;
+        sessions.push((format!("pre-redirection {p}"), s));
+    }
+    for p in 31_000..31_020u16 {
+        ensure!(
+            w.server().from_peer(SocketAddr::from((CLIENT, p))) == 1,
+            "the server accepted the client's own connection from {p}"
+        );
+    }
+    let e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    let (_, took) = wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    println!("(5) redirection on (engine 1, 256 buckets) after {} ms", ms(took));
+    let before = e1.counter("return_no_socket");
+    ping_all(&mut sessions, 1).with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let returned = e1.counter("return_no_socket") - before;
+    println!("(5) the 20 pre-redirection connections survived; engine returned {returned} of their segments");
+    ensure!(returned >= 20, "each ping reached the engine and was returned: {returned}");
+    for p in 31_000..31_020u16 {
+        ensure!(!e1.proxy().saw(SocketAddr::from((CLIENT, p))), "the proxy never took {p}");
+    }
+
+    // 50 long-lived connections through engine 1.
+    for p in 32_000..32_050u16 {
+        let s = echo_session(&w.client, p, Duration::from_secs(5))
+            .with_context(|| logs(Some(&ctl), &[&e1]))?;
+        ensure!(
+            e1.proxy().saw(SocketAddr::from((CLIENT, p))),
+            "engine 1's proxy took {p}:\n{}",
+            e1.proxy().log()
+        );
+        sessions.push((format!("proxied {p}"), s));
+    }
+    ping_all(&mut sessions, 2)?;
+
+    // Engine 2 joins while every session keeps talking.
+    let e2 = Engine::start(w, 1, &AgentExtra::default())?;
+    let t0 = Instant::now();
+    let mut round = 3;
+    let split = loop {
+        ping_all(&mut sessions, round).with_context(|| {
+            format!("during the join, {} ms in\n{}", ms(t0.elapsed()), logs(Some(&ctl), &[&e1, &e2]))
+        })?;
+        round += 1;
+        let s = ctl.service(SERVICE)?;
+        let sl = slots(&s);
+        if sl.get(&engine_ip(0).to_string()) == Some(&128) && sl.get(&engine_ip(1).to_string()) == Some(&128) {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("no 128/128 split: {s:#}\n{}", logs(Some(&ctl), &[&e1, &e2]));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let split_ms = ms(t0.elapsed());
+    // A few more rounds, with the new table in force.
+    for _ in 0..5 {
+        ping_all(&mut sessions, round)?;
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let moved: Vec<u16> = (32_000..32_050u16)
+        .filter(|p| owner_of(&split, *p).ok().flatten() == Some(engine_ip(1)))
+        .collect();
+    println!(
+        "(5) engine 2 joined: 128/128 after {split_ms} ms; {} of the 50 proxied connections are \
+         in buckets that moved to engine 2; all 70 sessions answered {round} rounds",
+        moved.len()
+    );
+    ensure!(!moved.is_empty(), "some live flows' buckets moved");
+    for p in 32_000..32_050u16 {
+        ensure!(!e2.proxy().saw(SocketAddr::from((CLIENT, p))), "engine 2 never took {p}");
+    }
+    // A new flow in a moved bucket goes to engine 2.
+    let p = ports_for(&split, engine_ip(1), 33_000, 1)?[0];
+    let (body, _) = http_get(&w.client, p, SocketAddrV4::new(SERVER, HTTP_PORT), "/", Duration::from_secs(5))?;
+    ensure!(body.starts_with(&format!("hello {}:", engine_ip(1))), "{body:?}");
+    ensure!(e2.proxy().saw(SocketAddr::from((CLIENT, p))));
+    drop(sessions);
+    drop(e2);
+    drop(e1);
+    drop(ctl);
+    Ok(())
+}
+
+#[test]
+fn killed_proxy_moves_its_buckets_and_no_connection_hangs() {
+    if let Err(e) = World::new("e2ekill", 2).and_then(|w| w.run(proxy_killed)) {
+        panic!("{e:#}");
+    }
+}
+
+fn proxy_killed(w: &World) -> Result<()> {
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    let mut e2 = Engine::start(w, 1, &AgentExtra::default())?;
+    let (s, _) = wait_split(&ctl, &[engine_ip(0), engine_ip(1)], Duration::from_secs(25))
+        .with_context(|| logs(Some(&ctl), &[&e1, &e2]))?;
+    let ports = ports_for(&s, engine_ip(1), 34_000, 400)?;
+    let mut next = ports.into_iter();
+    let to = SocketAddrV4::new(SERVER, HTTP_PORT);
+    let p = next.next().unwrap();
+    let (body, _) = http_get(&w.client, p, to, "/", Duration::from_secs(5))?;
+    ensure!(body.starts_with(&format!("hello {}:", engine_ip(1))), "engine 2 serves its buckets: {body:?}");
+
+    let t0 = Instant::now();
+    e2.proxy.as_mut().unwrap().process.signal(Signal::SIGKILL)?;
+    let (mut all_at, mut via_e1_at, mut left_at) = (None, None, None);
+    let (mut direct, mut via1, mut attempts) = (0, 0, 0);
+    let mut slowest = Duration::ZERO;
+    while via_e1_at.is_none() || all_at.is_none() {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no failover within 20 s\n{}",
+            logs(Some(&ctl), &[&e1, &e2])
+        );
+        let p = next.next().context("out of ports")?;
+        let a0 = Instant::now();
+        let (body, me) = http_get(&w.client, p, to, "/", Duration::from_secs(2)).with_context(|| {
+            format!(
+                "attempt {attempts}, {} ms after the kill, port {p}\n{}",
+                ms(t0.elapsed()),
+                logs(Some(&ctl), &[&e1, &e2])
+            )
+        })?;
+        slowest = slowest.max(a0.elapsed());
+        attempts += 1;
+        if body.starts_with(&format!("hello {}:", engine_ip(0))) {
+            via1 += 1;
+            via_e1_at.get_or_insert(t0.elapsed());
+        } else if body.trim_end() == format!("hello {me} -> {SERVER}:80") {
+            direct += 1;
+        } else {
+            bail!("attempt {attempts}: unexpected answer {body:?}");
+        }
+        if left_at.is_none() {
+            let st = e2.agent().status()?;
+            if st["proxy"]["state"] == "down" {
+                left_at = Some(t0.elapsed());
+            }
+        }
+        if all_at.is_none() {
+            let s = ctl.service(SERVICE)?;
+            let sl = slots(&s);
+            if sl.len() == 1 && sl.get(&engine_ip(0).to_string()) == Some(&256) {
+                all_at = Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (all_at, via_e1_at) = (all_at.unwrap(), via_e1_at.unwrap());
+    println!(
+        "(9) proxy of engine 2 killed: agent saw it down after {} ms; router shows engine 1 \
+         with all 256 buckets after {} ms; first new connection through engine 1 after {} ms; \
+         {attempts} attempts, all succeeded ({direct} directly, {via1} via engine 1), slowest {} ms",
+        left_at.map_or("?".to_string(), |d| ms(d).to_string()),
+        ms(all_at),
+        ms(via_e1_at),
+        ms(slowest)
+    );
+    let c = e2.counters()?;
+    println!("(9) engine 2 counters: {c:?}");
+    ensure!(all_at < Duration::from_secs(10), "failover took {all_at:?}");
+    let st = e2.agent().status()?;
+    ensure!(
+        st["proxy"]["withdrawals"].as_u64() == Some(1),
+        "the agent withdrew once: {:#}",
+        st["proxy"]
+    );
+    drop(e2);
+    drop(e1);
+    drop(ctl);
+    Ok(())
+}
