@@ -9,7 +9,10 @@
 //! upstream 10.1.0.2:40000 -> 10.9.0.1:80 via 10.2.0.11:51234
 //! close 10.1.0.2:40000 -> 10.9.0.1:80 up 77 down 1234
 //! failed 10.1.0.2:40000 -> 10.9.0.1:80: connection refused
+//! check 127.0.0.1:41000
 //! ```
+//!
+//! A connection to the proxy's own port (engine-agent's liveness check) is closed at once.
 //!
 //! Usage: `e2e-tproxy PORT`.
 
@@ -77,10 +80,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream) -> u64 {
     total
 }
 
-fn serve(client: TcpStream, peer: SocketAddr) {
+fn serve(client: TcpStream, peer: SocketAddr, port: u16) {
     let Ok(original) = client.local_addr() else {
         return;
     };
+    if original.port() == port {
+        // A connection to the proxy's own port (the agent's liveness check): relaying it
+        // would connect to ourselves, forever.
+        println!("check {peer}");
+        return;
+    }
     println!("accept {peer} -> {original}");
     let upstream = match TcpStream::connect_timeout(&original, Duration::from_secs(5)) {
         Ok(u) => u,
@@ -94,6 +103,8 @@ fn serve(client: TcpStream, peer: SocketAddr) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("upstream {peer} -> {original} via {via}");
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
     let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
@@ -126,7 +137,7 @@ fn main() {
                     Ok(p) => p,
                     Err(_) => continue,
                 };
-                std::thread::spawn(move || serve(c, peer));
+                std::thread::spawn(move || serve(c, peer, port));
             }
             Err(e) => eprintln!("e2e-tproxy: accept: {e}"),
         }

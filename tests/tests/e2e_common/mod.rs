@@ -199,6 +199,7 @@ fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>, accepted: Arc<Mutex<Vec<Ac
 
 fn session(c: TcpStream, peer: SocketAddr, local: SocketAddr, stop: Arc<AtomicBool>) -> Result<()> {
     c.set_nonblocking(false)?;
+    c.set_nodelay(true)?;
     c.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut w = c.try_clone()?;
     let mut r = BufReader::new(c);
@@ -242,18 +243,20 @@ fn session(c: TcpStream, peer: SocketAddr, local: SocketAddr, stop: Arc<AtomicBo
             r.read_exact(&mut body)?;
             let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
             let text = format!("got {length} sum {sum}\n");
-            write!(
-                w,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
+            w.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                )
+                .as_bytes(),
             )?;
         } else if let Some(spec) = path.strip_prefix("/bytes/") {
             let mut it = spec.split('/');
             let n: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            write!(
-                w,
-                "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+            w.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
             )?;
             let chunks = (ms / 20).max(1);
             let per = n.div_ceil(chunks);
@@ -271,10 +274,12 @@ fn session(c: TcpStream, peer: SocketAddr, local: SocketAddr, stop: Arc<AtomicBo
             }
         } else {
             let text = format!("hello {peer} -> {local}\n");
-            write!(
-                w,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
+            w.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                )
+                .as_bytes(),
             )?;
         }
         let _ = w.shutdown(Shutdown::Write);
@@ -321,6 +326,7 @@ pub fn connect_from(
         s.connect_timeout(&SocketAddr::from(to).into(), timeout)
             .with_context(|| format!("connecting from port {src_port} to {to}"))?;
         let t: TcpStream = s.into();
+        t.set_nodelay(true)?;
         t.set_read_timeout(Some(timeout))?;
         t.set_write_timeout(Some(timeout))?;
         Ok(t)
@@ -337,10 +343,12 @@ pub fn http_get(
 ) -> Result<(String, SocketAddr)> {
     let mut s = connect_from(client, src_port, to, timeout)?;
     let me = s.local_addr()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        to.ip()
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            to.ip()
+        )
+        .as_bytes(),
     )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)
@@ -596,6 +604,7 @@ impl Proxy {
             .lines()
             .filter_map(|l| l.strip_prefix("accept "))
             .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .filter(|a: &SocketAddr| a.ip() == CLIENT)
             .collect()
     }
 
