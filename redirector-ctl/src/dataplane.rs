@@ -196,6 +196,10 @@ pub struct XdpPlane {
     next_hops: BTreeMap<Ipv4Addr, NextHop>,
     /// What the last install held, so that an unchanged next hop costs nothing.
     installed: Option<dp::TableConfig>,
+    /// Per hash service, the buckets whose owner has changed while this controller ran:
+    /// installed sticky, so that TCP flows there follow the connection table (the engine
+    /// that took their SYN, while it is usable) instead of breaking on the new owner.
+    moved: BTreeMap<ServiceId, Vec<bool>>,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -218,7 +222,54 @@ impl XdpPlane {
             engines: Vec::new(),
             next_hops: BTreeMap::new(),
             installed: None,
+            moved: BTreeMap::new(),
         })
+    }
+
+    /// [`compile`], with the moved buckets of each hash service marked sticky.
+    fn compiled(&self) -> (dp::TableConfig, Vec<Ipv4Addr>) {
+        let (mut config, engines) = compile(&self.services, &self.next_hops);
+        for svc in &mut config.services {
+            let id = self
+                .moved
+                .iter()
+                .find(|(k, _)| k.id == svc.id && k.dynamic == svc.dynamic)
+                .map(|(_, m)| m);
+            if let (Some(moved), dp::Assignment::Hash(slots)) = (id, &mut svc.assignment) {
+                for (slot, m) in slots.iter_mut().zip(moved) {
+                    slot.sticky = *m && slot.engine.is_some();
+                }
+            }
+        }
+        (config, engines)
+    }
+
+    /// Marks the buckets of `service` whose owner `table` changes.
+    fn note_moves(&mut self, service: ServiceId, table: &Table) {
+        let Assignment::Hash(new) = &table.assignment else {
+            return;
+        };
+        let Some((
+            _,
+            Table {
+                assignment: Assignment::Hash(old),
+                ..
+            },
+        )) = self.services.get(&service)
+        else {
+            return;
+        };
+        let moved = self
+            .moved
+            .entry(service)
+            .or_insert_with(|| vec![false; new.buckets().len()]);
+        for (i, (o, n)) in old.buckets().iter().zip(new.buckets()).enumerate() {
+            if o.owner.is_some() && o.owner != n.owner {
+                if let Some(m) = moved.get_mut(i) {
+                    *m = true;
+                }
+            }
+        }
     }
 
     fn redirector(&mut self) -> Result<&mut Redirector, PlaneError> {
@@ -228,7 +279,7 @@ impl XdpPlane {
     }
 
     fn install(&mut self) -> Result<(), PlaneError> {
-        let (config, engines) = compile(&self.services, &self.next_hops);
+        let (config, engines) = self.compiled();
         let table = config.compile().map_err(|e| e.to_string())?;
         // Forget what was installed until this one is: a failed install is retried whole.
         self.installed = None;
@@ -364,6 +415,7 @@ impl DataPlane for XdpPlane {
         definition: Option<&ServiceInfo>,
         table: &Table,
     ) -> Result<(), PlaneError> {
+        self.note_moves(service, table);
         self.services
             .insert(service, (definition.cloned(), table.clone()));
         self.install()
@@ -459,7 +511,7 @@ impl DataPlane for XdpPlane {
         if self.services.is_empty() || self.redirector.is_none() {
             return Ok(());
         }
-        let (config, _) = compile(&self.services, &self.next_hops);
+        let (config, _) = self.compiled();
         if self.installed.as_ref() == Some(&config) {
             return Ok(());
         }
@@ -510,6 +562,52 @@ mod tests {
             neighbour: Some("reachable"),
             reason: None,
         }
+    }
+
+    #[test]
+    fn buckets_that_change_owner_are_installed_sticky() {
+        let other = Ipv4Addr::new(10, 2, 0, 3);
+        let mut plane = XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: [(E, hop(None)), (other, hop(None))].into(),
+            installed: None,
+            moved: BTreeMap::new(),
+        };
+        let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
+        // First program: nothing moved.
+        plane.note_moves(id, &table);
+        plane.services.insert(id, (def.clone(), table.clone()));
+        let sticky = |p: &XdpPlane| -> Vec<usize> {
+            let (cfg, _) = p.compiled();
+            match &cfg.services[0].assignment {
+                dp::Assignment::Hash(slots) => {
+                    (0..slots.len()).filter(|&i| slots[i].sticky).collect()
+                }
+                _ => panic!("hash"),
+            }
+        };
+        assert!(sticky(&plane).is_empty());
+        // Buckets 0..128 move to the other engine: those become sticky, and stay so.
+        let mut split = table.clone();
+        let Assignment::Hash(b) = &mut split.assignment else {
+            unreachable!()
+        };
+        for i in 0..128u8 {
+            b.set_owner(i, Some(other));
+        }
+        split.engines.push(EngineRoute {
+            address: other,
+            forwarding: ForwardingMethods::GRE,
+            returns: ReturnMethods::GRE,
+        });
+        plane.note_moves(id, &split);
+        plane.services.insert(id, (def.clone(), split.clone()));
+        assert_eq!(sticky(&plane), (0..128).collect::<Vec<_>>());
+        plane.note_moves(id, &split);
+        plane.services.insert(id, (def, split));
+        assert_eq!(sticky(&plane), (0..128).collect::<Vec<_>>());
     }
 
     #[test]
