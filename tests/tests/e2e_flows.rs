@@ -61,7 +61,8 @@ fn curl_and_bypass(w: &World) -> Result<()> {
     let peer = SocketAddr::from((CLIENT, port));
     println!("(1) curl: {}", text.lines().next().unwrap_or(""));
     ensure!(
-        text.starts_with(&format!("hello {}:", engine_ip(0))) && text.contains(&format!("-> {SERVER}:80")),
+        text.starts_with(&format!("hello {}:", engine_ip(0)))
+            && text.contains(&format!("-> {SERVER}:80")),
         "the server answered the proxy's connection (from the engine): {text:?}\n{}",
         logs(Some(&ctl), &[&e1])
     );
@@ -77,12 +78,21 @@ fn curl_and_bypass(w: &World) -> Result<()> {
         "the proxy's accepted socket has the original destination:\n{}",
         e1.proxy().log()
     );
-    ensure!(w.server().from_peer(peer) == 0, "the client never reached the server itself");
+    ensure!(
+        w.server().from_peer(peer) == 0,
+        "the client never reached the server itself"
+    );
     let c = e1.counters()?;
     println!("(1) engine data-plane counters: {c:?}");
     ensure!(c.get("proxied_syn").copied().unwrap_or(0) >= 1, "{c:?}");
     ensure!(c.get("established").copied().unwrap_or(0) >= 3, "{c:?}");
-    for bad in ["stranger", "truncated", "bad_header", "bad_inner", "assign_failed"] {
+    for bad in [
+        "stranger",
+        "truncated",
+        "bad_header",
+        "bad_inner",
+        "assign_failed",
+    ] {
         ensure!(!c.contains_key(bad), "{bad}: {c:?}");
     }
     let s = ctl.service(SERVICE)?;
@@ -216,10 +226,14 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
     e1.agent.take();
     e2.agent.take();
     let stopped = t0.elapsed();
-    let gone = wait_for("the service to have no assignment", Duration::from_secs(10), || {
-        let s = ctl.service(SERVICE)?;
-        Ok(slots(&s).is_empty() && s["engines"].as_array().is_none_or(|e| e.is_empty()))
-    })
+    let gone = wait_for(
+        "the service to have no assignment",
+        Duration::from_secs(10),
+        || {
+            let s = ctl.service(SERVICE)?;
+            Ok(slots(&s).is_empty() && s["engines"].as_array().is_none_or(|e| e.is_empty()))
+        },
+    )
     .with_context(|| format!("{:#}", ctl.service(SERVICE).unwrap_or_default()))?;
     println!(
         "(4) agents stopped in {} ms; router without engines {} ms later",
@@ -242,7 +256,10 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
         );
     }
     let after = [e1.proxy().accepted().len(), e2.proxy().accepted().len()];
-    ensure!(before == after, "no proxy saw them: {before:?} -> {after:?}");
+    ensure!(
+        before == after,
+        "no proxy saw them: {before:?} -> {after:?}"
+    );
     let st = ctl.status()?;
     let failed_open = st["stats"]["dataplane"]["services"][SERVICE]["failed_open"]
         .as_u64()

@@ -23,8 +23,12 @@ use nix::sys::signal::Signal;
 /// One round trip on every session; the first failure is an error naming the session.
 fn ping_all(sessions: &mut [(String, TcpStream)], round: usize) -> Result<()> {
     for (name, s) in sessions.iter_mut() {
-        let got = echo(s, &format!("ping{round}")).with_context(|| format!("{name}, round {round}"))?;
-        ensure!(got.starts_with(&format!("echo ping{round} ")), "{name}: {got:?}");
+        let got =
+            echo(s, &format!("ping{round}")).with_context(|| format!("{name}, round {round}"))?;
+        ensure!(
+            got.starts_with(&format!("echo ping{round} ")),
+            "{name}: {got:?}"
+        );
     }
     Ok(())
 }
@@ -53,18 +57,36 @@ fn join_keeps_flows(w: &World) -> Result<()> {
     let e1 = Engine::start(w, 0, &AgentExtra::default())?;
     let (_, took) = wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
         .with_context(|| logs(Some(&ctl), &[&e1]))?;
-    println!("(5) redirection on (engine 1, 256 buckets) after {} ms", ms(took));
+    println!(
+        "(5) redirection on (engine 1, 256 buckets) after {} ms",
+        ms(took)
+    );
     let before = e1.counter("return_no_socket");
     ping_all(&mut sessions, 1).with_context(|| logs(Some(&ctl), &[&e1]))?;
     let returned = e1.counter("return_no_socket") - before;
     println!("(5) the 20 pre-redirection connections survived; engine returned {returned} of their segments");
-    ensure!(returned >= 20, "each ping reached the engine and was returned: {returned}");
+    ensure!(
+        returned >= 20,
+        "each ping reached the engine and was returned: {returned}"
+    );
     for p in 31_000..31_020u16 {
-        ensure!(!e1.proxy().saw(SocketAddr::from((CLIENT, p))), "the proxy never took {p}");
+        ensure!(
+            !e1.proxy().saw(SocketAddr::from((CLIENT, p))),
+            "the proxy never took {p}"
+        );
     }
 
-    // 50 long-lived connections through engine 1.
-    for p in 32_000..32_050u16 {
+    // 50 long-lived connections through engine 1, from random source ports (spread over
+    // the buckets: about half of them will move).
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut live: Vec<u16> = Vec::new();
+    while live.len() < 50 {
+        let p = 32_000 + (rng.next() % 28_000) as u16;
+        if !live.contains(&p) {
+            live.push(p);
+        }
+    }
+    for &p in &live {
         let s = echo_session(&w.client, p, Duration::from_secs(5))
             .with_context(|| logs(Some(&ctl), &[&e1]))?;
         ensure!(
@@ -82,12 +104,18 @@ fn join_keeps_flows(w: &World) -> Result<()> {
     let mut round = 3;
     let split = loop {
         ping_all(&mut sessions, round).with_context(|| {
-            format!("during the join, {} ms in\n{}", ms(t0.elapsed()), logs(Some(&ctl), &[&e1, &e2]))
+            format!(
+                "during the join, {} ms in\n{}",
+                ms(t0.elapsed()),
+                logs(Some(&ctl), &[&e1, &e2])
+            )
         })?;
         round += 1;
         let s = ctl.service(SERVICE)?;
         let sl = slots(&s);
-        if sl.get(&engine_ip(0).to_string()) == Some(&128) && sl.get(&engine_ip(1).to_string()) == Some(&128) {
+        if sl.get(&engine_ip(0).to_string()) == Some(&128)
+            && sl.get(&engine_ip(1).to_string()) == Some(&128)
+        {
             break s;
         }
         if t0.elapsed() > Duration::from_secs(20) {
@@ -102,7 +130,9 @@ fn join_keeps_flows(w: &World) -> Result<()> {
         round += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    let moved: Vec<u16> = (32_000..32_050u16)
+    let moved: Vec<u16> = live
+        .iter()
+        .copied()
         .filter(|p| owner_of(&split, *p).ok().flatten() == Some(engine_ip(1)))
         .collect();
     println!(
@@ -111,13 +141,25 @@ fn join_keeps_flows(w: &World) -> Result<()> {
         moved.len()
     );
     ensure!(!moved.is_empty(), "some live flows' buckets moved");
-    for p in 32_000..32_050u16 {
-        ensure!(!e2.proxy().saw(SocketAddr::from((CLIENT, p))), "engine 2 never took {p}");
+    for &p in &live {
+        ensure!(
+            !e2.proxy().saw(SocketAddr::from((CLIENT, p))),
+            "engine 2 never took {p}"
+        );
     }
     // A new flow in a moved bucket goes to engine 2.
-    let p = ports_for(&split, engine_ip(1), 33_000, 1)?[0];
-    let (body, _) = http_get(&w.client, p, SocketAddrV4::new(SERVER, HTTP_PORT), "/", Duration::from_secs(5))?;
-    ensure!(body.starts_with(&format!("hello {}:", engine_ip(1))), "{body:?}");
+    let p = ports_for(&split, engine_ip(1), 20_000, 1)?[0];
+    let (body, _) = http_get(
+        &w.client,
+        p,
+        SocketAddrV4::new(SERVER, HTTP_PORT),
+        "/",
+        Duration::from_secs(5),
+    )?;
+    ensure!(
+        body.starts_with(&format!("hello {}:", engine_ip(1))),
+        "{body:?}"
+    );
     ensure!(e2.proxy().saw(SocketAddr::from((CLIENT, p))));
     drop(sessions);
     drop(e2);
@@ -144,7 +186,10 @@ fn proxy_killed(w: &World) -> Result<()> {
     let to = SocketAddrV4::new(SERVER, HTTP_PORT);
     let p = next.next().unwrap();
     let (body, _) = http_get(&w.client, p, to, "/", Duration::from_secs(5))?;
-    ensure!(body.starts_with(&format!("hello {}:", engine_ip(1))), "engine 2 serves its buckets: {body:?}");
+    ensure!(
+        body.starts_with(&format!("hello {}:", engine_ip(1))),
+        "engine 2 serves its buckets: {body:?}"
+    );
 
     let t0 = Instant::now();
     e2.proxy.as_mut().unwrap().process.signal(Signal::SIGKILL)?;
@@ -159,13 +204,14 @@ fn proxy_killed(w: &World) -> Result<()> {
         );
         let p = next.next().context("out of ports")?;
         let a0 = Instant::now();
-        let (body, me) = http_get(&w.client, p, to, "/", Duration::from_secs(2)).with_context(|| {
-            format!(
-                "attempt {attempts}, {} ms after the kill, port {p}\n{}",
-                ms(t0.elapsed()),
-                logs(Some(&ctl), &[&e1, &e2])
-            )
-        })?;
+        let (body, me) =
+            http_get(&w.client, p, to, "/", Duration::from_secs(2)).with_context(|| {
+                format!(
+                    "attempt {attempts}, {} ms after the kill, port {p}\n{}",
+                    ms(t0.elapsed()),
+                    logs(Some(&ctl), &[&e1, &e2])
+                )
+            })?;
         slowest = slowest.max(a0.elapsed());
         attempts += 1;
         if body.starts_with(&format!("hello {}:", engine_ip(0))) {

@@ -31,7 +31,10 @@ fn listener(port: u16) -> std::io::Result<TcpListener> {
         }
         let fd = OwnedFd::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        for opt in [(libc::SOL_IP, libc::IP_TRANSPARENT), (libc::SOL_SOCKET, libc::SO_REUSEADDR)] {
+        for opt in [
+            (libc::SOL_IP, libc::IP_TRANSPARENT),
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        ] {
             if libc::setsockopt(
                 fd.as_raw_fd(),
                 opt.0,

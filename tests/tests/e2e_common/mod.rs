@@ -165,7 +165,12 @@ impl Server {
 
     /// The peers of every connection accepted so far.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.accepted.lock().unwrap().iter().map(|a| a.peer).collect()
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.peer)
+            .collect()
     }
 }
 
@@ -239,7 +244,8 @@ fn session(c: TcpStream, peer: SocketAddr, local: SocketAddr, stop: Arc<AtomicBo
         }
         if first.starts_with("POST ") {
             let mut body = vec![0u8; length];
-            r.get_mut().set_read_timeout(Some(Duration::from_secs(10)))?;
+            r.get_mut()
+                .set_read_timeout(Some(Duration::from_secs(10)))?;
             r.read_exact(&mut body)?;
             let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
             let text = format!("got {length} sum {sum}\n");
@@ -491,7 +497,8 @@ pub fn ctl_files(world: &World, name: &str, grace_ms: u64) -> Result<CtlFiles> {
     let dir = world.lab.scratch_dir();
     let socket = dir.join(format!("{name}-ctl.sock"));
     let config = dir.join(format!("{name}-redirector.toml"));
-    let pin_root = Path::new("/sys/fs/bpf/wccp-redirector").join(format!("{}-{name}", world.lab.id()));
+    let pin_root =
+        Path::new("/sys/fs/bpf/wccp-redirector").join(format!("{}-{name}", world.lab.id()));
     let text = format!(
         "[router]\naddress = \"{ROUTER_E}\"\nredirect_in = [\"r0\", \"r1\"]\n\
          control_socket = \"{}\"\n\n[timers]\nhere_i_am_ms = {T_MS}\n\n\
@@ -586,9 +593,8 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(world: &World, i: usize) -> Result<Proxy> {
-        let mut process = world.engines[i].spawn(
-            Command::new(env!("CARGO_BIN_EXE_e2e-tproxy")).arg(PROXY_PORT.to_string()),
-        )?;
+        let mut process = world.engines[i]
+            .spawn(Command::new(env!("CARGO_BIN_EXE_e2e-tproxy")).arg(PROXY_PORT.to_string()))?;
         process.wait_for_output("listening", Duration::from_secs(10))?;
         Ok(Proxy { process })
     }
@@ -687,7 +693,11 @@ fn engines_ready(service: &Value) -> bool {
 
 /// Waits until the router's service 90 holds exactly `want` (engine → slots), every
 /// holder usable with a resolved next hop; returns the service and the time it took.
-pub fn wait_slots(ctl: &Ctl, want: &[(Ipv4Addr, u64)], timeout: Duration) -> Result<(Value, Duration)> {
+pub fn wait_slots(
+    ctl: &Ctl,
+    want: &[(Ipv4Addr, u64)],
+    timeout: Duration,
+) -> Result<(Value, Duration)> {
     let want: BTreeMap<String, u64> = want.iter().map(|(a, n)| (a.to_string(), *n)).collect();
     let t0 = Instant::now();
     let s = ctl.wait_service(SERVICE, &format!("slots {want:?}"), timeout, |s| {
@@ -708,7 +718,11 @@ pub fn wait_split(ctl: &Ctl, engines: &[Ipv4Addr], timeout: Duration) -> Result<
 pub fn flag_bits(service: &Value) -> u32 {
     use wccp::assign::flags::*;
     let mut bits = 0;
-    for f in service["definition"]["flags"].as_array().into_iter().flatten() {
+    for f in service["definition"]["flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         bits |= match f.as_str().unwrap_or("") {
             "src_ip_hash" => SRC_IP_HASH,
             "dst_ip_hash" => DST_IP_HASH,
@@ -822,7 +836,9 @@ pub fn logs(ctl: Option<&Ctl>, engines: &[&Engine]) -> String {
                 "--- agent {}\n{}\n{:#}\n",
                 i + 1,
                 tail(&a.log(), 25),
-                a.status().map(|v| v["dataplane"].clone()).unwrap_or_default()
+                a.status()
+                    .map(|v| v["dataplane"].clone())
+                    .unwrap_or_default()
             ));
         }
         if let Some(p) = &e.proxy {
@@ -841,7 +857,11 @@ pub fn try_show(socket: &Path) -> Option<Value> {
 }
 
 /// Waits for `f` to hold; returns the time it took.
-pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<Duration> {
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    f: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
     let t0 = Instant::now();
     wait_until(what, timeout, f)?;
     Ok(t0.elapsed())
@@ -985,7 +1005,14 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) -> Vec<
 }
 
 /// A TCP segment (20 bytes, checksum filled) with `flags` and `payload`.
-pub fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
