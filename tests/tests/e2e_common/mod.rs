@@ -339,7 +339,7 @@ pub fn connect_from(
     })?
 }
 
-/// One HTTP GET on a fresh connection from `src_port`; returns the body.
+/// One HTTP GET on a fresh connection from `src_port`; returns the body as text.
 pub fn http_get(
     client: &Host,
     src_port: u16,
@@ -347,6 +347,18 @@ pub fn http_get(
     path: &str,
     timeout: Duration,
 ) -> Result<(String, SocketAddr)> {
+    let (body, me) = http_get_raw(client, src_port, to, path, timeout)?;
+    Ok((String::from_utf8_lossy(&body).into_owned(), me))
+}
+
+/// One HTTP GET on a fresh connection from `src_port`; returns the body's bytes.
+pub fn http_get_raw(
+    client: &Host,
+    src_port: u16,
+    to: SocketAddrV4,
+    path: &str,
+    timeout: Duration,
+) -> Result<(Vec<u8>, SocketAddr)> {
     let mut s = connect_from(client, src_port, to, timeout)?;
     let me = s.local_addr()?;
     s.write_all(
@@ -359,12 +371,11 @@ pub fn http_get(
     let mut out = Vec::new();
     s.read_to_end(&mut out)
         .with_context(|| format!("reading the answer to {me}"))?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .ok_or_else(|| anyhow!("{me}: no HTTP answer: {text:?}"))?;
-    Ok((body, me))
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("{me}: no HTTP answer: {:?}", String::from_utf8_lossy(&out)))?;
+    Ok((out.split_off(at + 4), me))
 }
 
 /// One echo round trip on a session.
