@@ -34,8 +34,21 @@ fn kill9(ctl: &mut netns_tests::daemons::Ctl) -> Result<()> {
     Ok(())
 }
 
+/// Removes the shared pin root however the test ends (the guards of killed controllers
+/// are told not to).
+struct PinCleanup(PathBuf);
+
+impl Drop for PinCleanup {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 fn kill_restart(w: &World) -> Result<()> {
     let files = ctl_files(w, "r", GRACE_MS)?;
+    let _pins = PinCleanup(files.pin_root.clone());
     let mut ctl = spawn_ctl(w, &files)?;
     let e1 = Engine::start(w, 0, &AgentExtra::default())?;
     wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
