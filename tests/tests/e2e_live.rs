@@ -192,7 +192,13 @@ fn proxy_killed(w: &World) -> Result<()> {
     );
 
     let t0 = Instant::now();
-    e2.proxy.as_mut().unwrap().process.signal(Signal::SIGKILL)?;
+    let proxy = &mut e2.proxy.as_mut().unwrap().process;
+    proxy.signal(Signal::SIGKILL)?;
+    // Attempts start once the proxy is gone: a connection the kernel completes on the
+    // dying proxy's listener in the instant before its exit is reset with it (seen here
+    // 3 ms after the signal), which no redirector can prevent.
+    proxy.wait_timeout(Duration::from_secs(5))?;
+    let exited = t0.elapsed();
     let (mut all_at, mut via_e1_at, mut left_at) = (None, None, None);
     let (mut direct, mut via1, mut attempts) = (0, 0, 0);
     let mut slowest = Duration::ZERO;
@@ -239,9 +245,11 @@ fn proxy_killed(w: &World) -> Result<()> {
     }
     let (all_at, via_e1_at) = (all_at.unwrap(), via_e1_at.unwrap());
     println!(
-        "(9) proxy of engine 2 killed: agent saw it down after {} ms; router shows engine 1 \
-         with all 256 buckets after {} ms; first new connection through engine 1 after {} ms; \
-         {attempts} attempts, all succeeded ({direct} directly, {via1} via engine 1), slowest {} ms",
+        "(9) proxy of engine 2 killed (exited after {} ms): agent saw it down after {} ms; router \
+         shows engine 1 with all 256 buckets after {} ms; first new connection through engine 1 \
+         after {} ms; {attempts} attempts, all succeeded ({direct} directly, {via1} via engine 1), \
+         slowest {} ms",
+        ms(exited),
         left_at.map_or("?".to_string(), |d| ms(d).to_string()),
         ms(all_at),
         ms(via_e1_at),
