@@ -79,7 +79,7 @@ fn curl_and_bypass(w: &World) -> Result<()> {
         e1.proxy().log()
     );
     ensure!(
-        w.server().from_peer(peer) == 0,
+        w.server().accepted_from(peer) == 0,
         "the client never reached the server itself"
     );
     let c = e1.counters()?;

@@ -50,7 +50,7 @@ fn join_keeps_flows(w: &World) -> Result<()> {
     }
     for p in 31_000..31_020u16 {
         ensure!(
-            w.server().from_peer(SocketAddr::from((CLIENT, p))) == 1,
+            w.server().accepted_from(SocketAddr::from((CLIENT, p))) == 1,
             "the server accepted the client's own connection from {p}"
         );
     }

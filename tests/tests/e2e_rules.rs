@@ -110,7 +110,7 @@ fn rules(w: &World) -> Result<()> {
     );
     ensure!(!e1.proxy().saw(me), "not proxied");
     ensure!(
-        third.from_peer(me) == 1,
+        third.accepted_from(me) == 1,
         "served by {SERVER3} after the mapping"
     );
 

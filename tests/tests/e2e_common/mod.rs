@@ -154,7 +154,7 @@ impl Server {
     }
 
     /// Connections accepted from `peer`.
-    pub fn from_peer(&self, peer: SocketAddr) -> usize {
+    pub fn accepted_from(&self, peer: SocketAddr) -> usize {
         self.accepted
             .lock()
             .unwrap()
@@ -976,7 +976,7 @@ impl RawSocket {
             if n <= 0 {
                 return None;
             }
-            if sll.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if sll.sll_pkttype == libc::PACKET_OUTGOING {
                 return Some(Vec::new());
             }
             buf.truncate(n as usize);
