@@ -173,6 +173,14 @@ pub async fn run(
         if let Err(e) = d.plane.exclude(&iface) {
             d.plane_failed(&format!("excluding {iface}"), e);
         }
+        // Packet return: the engines' GRE comes back on the engine-facing side, which is
+        // the side operators exclude. The program runs there too, decapsulates what the
+        // engines return, and passes everything else (the interface is never redirected
+        // on). Without it, returned packets reach a stack without GRE and are lost.
+        match d.plane.attach(&iface) {
+            Ok(mode) => info!(iface, mode, "attached for packet return only (excluded)"),
+            Err(e) => d.plane_failed(&format!("attaching {iface} for packet return"), e),
+        }
     }
     for iface in d.config.redirect_in.clone() {
         // A failure is logged and shown in `show`; the other interfaces still attach.
