@@ -270,3 +270,63 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
     drop(ctl);
     Ok(())
 }
+
+/// The README's router configuration excludes the engine-facing interface
+/// (`exclude = ["eth1"]`): returned packets must still be decapsulated there.
+#[test]
+fn bypassed_flow_returned_with_the_engine_side_excluded() {
+    if let Err(e) = World::new("e2eexcl", 1).and_then(|w| w.run(bypass_excluded)) {
+        panic!("{e:#}");
+    }
+}
+
+fn bypass_excluded(w: &World) -> Result<()> {
+    let files = ctl_files_with(w, "r", 30_000, "redirect_in = [\"r0\"]\nexclude = [\"r1\"]")?;
+    let ctl = spawn_ctl(w, &files)?;
+    let extra = AgentExtra {
+        tables: format!("[[return_rule]]\nprefix = \"{SERVER2}/32\"\nport = {HTTP_PORT}\n"),
+        ..AgentExtra::default()
+    };
+    let e1 = Engine::start(w, 0, &extra)?;
+    wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let (body, me) = http_get(
+        &w.client,
+        0,
+        SocketAddrV4::new(SERVER, HTTP_PORT),
+        "/",
+        Duration::from_secs(5),
+    )
+    .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    ensure!(
+        body.starts_with(&format!("hello {}:", engine_ip(0))),
+        "proxied: {body:?}"
+    );
+    ensure!(e1.proxy().saw(me));
+    let (body, me) = http_get(
+        &w.client,
+        0,
+        SocketAddrV4::new(SERVER2, HTTP_PORT),
+        "/",
+        Duration::from_secs(3),
+    )
+    .with_context(|| {
+        format!(
+            "the bypassed flow, engine side excluded: engine {:?}, router {:?}\n{}",
+            e1.counters().unwrap_or_default(),
+            router_reasons(&ctl.pin_root).unwrap_or_default(),
+            logs(Some(&ctl), &[&e1])
+        )
+    })?;
+    ensure!(
+        body.trim_end() == format!("hello {me} -> {SERVER2}:80"),
+        "{body:?}"
+    );
+    let st = ctl.status()?;
+    println!(
+        "(3') engine side excluded: bypassed flow returned and served directly; router \
+         interfaces {}, excluded {}",
+        st["dataplane"]["interfaces"], st["dataplane"]["excluded"]
+    );
+    Ok(())
+}

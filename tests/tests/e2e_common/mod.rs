@@ -505,13 +505,18 @@ pub struct CtlFiles {
 /// Writes the controller's configuration: service 90 defined by the engines, XDP on r0
 /// (clients) and r1 (engines: returns), dead-man grace `grace_ms`.
 pub fn ctl_files(world: &World, name: &str, grace_ms: u64) -> Result<CtlFiles> {
+    ctl_files_with(world, name, grace_ms, "redirect_in = [\"r0\", \"r1\"]")
+}
+
+/// [`ctl_files`] with other `[router]` interface lines (`redirect_in`, `exclude`).
+pub fn ctl_files_with(world: &World, name: &str, grace_ms: u64, ifaces: &str) -> Result<CtlFiles> {
     let dir = world.lab.scratch_dir();
     let socket = dir.join(format!("{name}-ctl.sock"));
     let config = dir.join(format!("{name}-redirector.toml"));
     let pin_root =
         Path::new("/sys/fs/bpf/wccp-redirector").join(format!("{}-{name}", world.lab.id()));
     let text = format!(
-        "[router]\naddress = \"{ROUTER_E}\"\nredirect_in = [\"r0\", \"r1\"]\n\
+        "[router]\naddress = \"{ROUTER_E}\"\n{ifaces}\n\
          control_socket = \"{}\"\n\n[timers]\nhere_i_am_ms = {T_MS}\n\n\
          [dataplane]\npin_root = \"{}\"\ngrace_ms = {grace_ms}\n\n\
          [[service]]\nid = 90\ntype = \"dynamic\"\n",
