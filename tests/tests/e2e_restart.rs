@@ -92,8 +92,15 @@ fn kill_restart(w: &World) -> Result<()> {
         .filter_map(|i| i["name"].as_str().map(String::from))
         .collect();
     println!(
-        "(6) restarted {} ms after the kill; interfaces {ifaces:?}",
-        ms(restarted)
+        "(6) restarted {} ms after the kill; interfaces {ifaces:?}, last_error {}, errors {}",
+        ms(restarted),
+        st["dataplane"]["last_error"],
+        st["stats"]["errors"]
+    );
+    ensure!(
+        st["dataplane"]["last_error"].is_null(),
+        "adopting the pinned links is no error: {:#}",
+        st["dataplane"]
     );
     ensure!(
         ifaces.contains(&"r0".to_string()) && ifaces.contains(&"r1".to_string()),
