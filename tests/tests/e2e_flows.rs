@@ -82,8 +82,15 @@ fn curl_and_bypass(w: &World) -> Result<()> {
         w.server().accepted_from(peer) == 0,
         "the client never reached the server itself"
     );
-    let c = e1.counters()?;
-    println!("(1) engine data-plane counters: {c:?}");
+    let shown = e1.show_cli()?;
+    let c: BTreeMap<String, u64> = shown["dataplane"]["counters"]
+        .as_object()
+        .context("engine-agent show --json has dataplane.counters")?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect();
+    println!("(1) engine-agent show --json dataplane counters: {c:?}");
+    ensure!(shown["mode"] == "wccp+dataplane", "{:#}", shown["mode"]);
     ensure!(c.get("proxied_syn").copied().unwrap_or(0) >= 1, "{c:?}");
     ensure!(c.get("established").copied().unwrap_or(0) >= 3, "{c:?}");
     for bad in [
@@ -147,9 +154,11 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
     let ctl = start_ctl(w, "r", 30_000)?;
     let mut e1 = Engine::start(w, 0, &AgentExtra::default())?;
     let mut e2 = Engine::start(w, 1, &AgentExtra::default())?;
-    let (s, took) = wait_split(&ctl, &[engine_ip(0), engine_ip(1)], Duration::from_secs(25))
+    let (_, took) = wait_split(&ctl, &[engine_ip(0), engine_ip(1)], Duration::from_secs(25))
         .with_context(|| logs(Some(&ctl), &[&e1, &e2]))?;
     println!("(2) two engines, 128 buckets each, after {} ms", ms(took));
+    // The assignment and the flags as the operator's `redirector-ctl show --json` has them.
+    let s = shown_service(&ctl)?;
     let flags = flag_bits(&s);
     ensure!(
         flags & wccp::assign::flags::SRC_PORT_HASH != 0,

@@ -662,6 +662,20 @@ impl Engine {
         self.proxy.as_ref().expect("proxy running")
     }
 
+    /// `engine-agent show --json -s SOCKET`, run as an operator would.
+    pub fn show_cli(&self) -> Result<Value> {
+        let out = Command::new(binary("engine-agent")?)
+            .args(["show", "--json", "-s"])
+            .arg(&self.agent().socket)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "engine-agent show --json: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("engine-agent show --json is not JSON")
+    }
+
     /// The agent's data-plane counters (`show --json` `dataplane.counters`).
     pub fn counters(&self) -> Result<BTreeMap<String, u64>> {
         let st = self.agent().status()?;
@@ -679,6 +693,15 @@ impl Engine {
             .and_then(|c| c.get(name).copied())
             .unwrap_or(0)
     }
+}
+
+/// Service 90 as `redirector-ctl show --json -s SOCKET` prints it.
+pub fn shown_service(ctl: &Ctl) -> Result<Value> {
+    let doc = ctl.show_cli(&[])?;
+    doc["services"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["service"] == SERVICE).cloned())
+        .ok_or_else(|| anyhow!("no {SERVICE} in show --json: {doc:#}"))
 }
 
 /// Slots per engine in a service of the router's `show`.
