@@ -264,6 +264,66 @@ fn proxy_killed(w: &World) -> Result<()> {
         "the agent withdrew once: {:#}",
         st["proxy"]
     );
+
+    // Engine 1 now carries engine 2's old buckets: 20 live sessions there, then engine
+    // 2's proxy comes back, the agent re-joins and takes its share again; the sessions
+    // stay with engine 1 (sticky buckets, connection table).
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        let p = next.next().context("out of ports")?;
+        let s = echo_session(&w.client, p, Duration::from_secs(5))?;
+        ensure!(
+            e1.proxy().saw(SocketAddr::from((CLIENT, p))),
+            "engine 1 took {p}"
+        );
+        sessions.push((format!("session {p}"), s));
+    }
+    let t0 = Instant::now();
+    e2.proxy = Some(Proxy::start(w, 1)?);
+    let mut round = 0;
+    let back = loop {
+        ping_all(&mut sessions, round)
+            .with_context(|| format!("{} ms after the proxy came back", ms(t0.elapsed())))?;
+        round += 1;
+        let s = ctl.service(SERVICE)?;
+        let sl = slots(&s);
+        if sl.get(&engine_ip(1).to_string()) == Some(&128) {
+            break s;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(15),
+            "engine 2 never re-joined: {s:#}\n{}",
+            logs(Some(&ctl), &[&e1, &e2])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rejoined = t0.elapsed();
+    for _ in 0..3 {
+        ping_all(&mut sessions, round)?;
+        round += 1;
+    }
+    let moved_back = sessions
+        .iter()
+        .filter(|(_, s)| {
+            s.local_addr()
+                .ok()
+                .and_then(|a| owner_of(&back, a.port()).ok().flatten())
+                == Some(engine_ip(1))
+        })
+        .count();
+    let p = next.next().context("out of ports")?;
+    let (body, _) = http_get(&w.client, p, to, "/", Duration::from_secs(5))?;
+    println!(
+        "(9) proxy of engine 2 restarted: engine 2 holds 128 buckets again after {} ms; {moved_back} \
+         of 20 live sessions on engine 1 are in buckets that moved back, all answered {round} rounds",
+        ms(rejoined)
+    );
+    ensure!(moved_back > 0, "sessions in moved-back buckets");
+    ensure!(
+        body.starts_with(&format!("hello {}:", engine_ip(1))),
+        "{body:?}"
+    );
+    drop(sessions);
     drop(e2);
     drop(e1);
     drop(ctl);
