@@ -339,3 +339,84 @@ fn bypass_excluded(w: &World) -> Result<()> {
     );
     Ok(())
 }
+
+/// (4, crash variant) Both agents killed with SIGKILL: no SHUTDOWN, so the router removes
+/// them after 3 T of silence; until then their buckets are black holes (the engines'
+/// packet side died with the agents). Measured: the time until new flows go directly.
+#[test]
+fn killed_engines_fail_open_after_their_removal() {
+    if let Err(e) = World::new("e2ecrash", 2).and_then(|w| w.run(engines_killed)) {
+        panic!("{e:#}");
+    }
+}
+
+fn engines_killed(w: &World) -> Result<()> {
+    use nix::sys::signal::Signal;
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let mut e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    let mut e2 = Engine::start(w, 1, &AgentExtra::default())?;
+    wait_split(&ctl, &[engine_ip(0), engine_ip(1)], Duration::from_secs(25))
+        .with_context(|| logs(Some(&ctl), &[&e1, &e2]))?;
+    let t0 = Instant::now();
+    for e in [&mut e1, &mut e2] {
+        let a = e.agent.as_mut().unwrap();
+        a.process.signal(Signal::SIGKILL)?;
+        a.process.wait_timeout(Duration::from_secs(5))?;
+    }
+    let (mut failed, mut port) = (0, 47_000u16);
+    let first_direct = loop {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no direct flow within 10 s\n{}",
+            logs(Some(&ctl), &[])
+        );
+        port += 1;
+        match http_get(
+            &w.client,
+            port,
+            SocketAddrV4::new(SERVER, HTTP_PORT),
+            "/",
+            Duration::from_millis(300),
+        ) {
+            Ok((body, me)) if body.trim_end() == format!("hello {me} -> {SERVER}:80") => {
+                break t0.elapsed()
+            }
+            Ok((body, _)) => anyhow::bail!("unexpected answer {body:?}"),
+            Err(_) => failed += 1,
+        }
+    };
+    let removed = wait_for(
+        "no engines in the router's view",
+        Duration::from_secs(10),
+        || {
+            let s = ctl.service(SERVICE)?;
+            Ok(slots(&s).is_empty())
+        },
+    )?;
+    // From now on every flow goes directly.
+    for p in 48_000..48_020u16 {
+        let (body, me) = http_get(
+            &w.client,
+            p,
+            SocketAddrV4::new(SERVER, HTTP_PORT),
+            "/",
+            Duration::from_secs(2),
+        )?;
+        ensure!(
+            body.trim_end() == format!("hello {me} -> {SERVER}:80"),
+            "{body:?}"
+        );
+    }
+    println!(
+        "(4') both agents killed (-9): first direct flow {} ms after the kill ({failed} attempts \
+         of 300 ms timed out before: the black-hole window until the router's 3 T removal, \
+         T = {T_MS} ms); 20 flows after that all direct",
+        ms(first_direct),
+    );
+    let _ = removed;
+    ensure!(
+        first_direct < Duration::from_millis(T_MS * 3 + 2000),
+        "took {first_direct:?}"
+    );
+    Ok(())
+}
