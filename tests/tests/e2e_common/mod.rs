@@ -443,6 +443,11 @@ impl World {
         }
         // p0 faces the router: XDP redirects frames into r1, which reach p0 only with GRO.
         gro_on(&sw, "p0")?;
+        // A switch, not a filter: without this the kernel's bridge netfilter (built in
+        // here) drops bridged IPv4 frames whose headers do not validate.
+        if sw.sysctl_get("net.bridge.bridge-nf-call-iptables").is_ok() {
+            sw.sysctl("net.bridge.bridge-nf-call-iptables", "0")?;
+        }
 
         client.add_addr("c0", &format!("{CLIENT}/24"))?;
         client.add_route("default", &ROUTER_C.to_string())?;
