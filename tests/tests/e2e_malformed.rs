@@ -4,9 +4,9 @@
 //! - client → router `r0` (XDP, client side): truncated and lying IPv4 headers, a
 //!   truncated TCP header to port 80, non-IP frames of random bytes, GRE from a stranger:
 //!   passed to the stack and counted (`Malformed`, `NotIpv4`, `NoService`);
-//! - engine → router `r1` (XDP, engine side): GRE from the engine that is truncated, not
-//!   WCCP, or has a broken inner packet (passed untouched, `ReturnBad`), WCCP GRE from a
-//!   stranger (not decapsulated), random bytes;
+//! - engine → router `r1` (XDP, engine side, excluded): GRE from the engine that is
+//!   truncated, not WCCP, or has a broken inner packet (passed untouched, `ReturnBad`),
+//!   WCCP GRE from a stranger (not decapsulated: `Excluded`), random bytes;
 //! - router → engine `eth0` (tc): WCCP GRE from a stranger (`stranger`), truncated GRE
 //!   (`truncated`), bad GRE flags and redirect-header flags (`bad_header`), bad inner
 //!   headers (`bad_inner`), random bytes;
@@ -295,7 +295,7 @@ fn malformed(w: &World) -> Result<()> {
         "r1: WCCP GRE from a stranger",
         &sock,
         frames,
-        &[("NoService", N)],
+        &[("Excluded", N)],
         &[],
     )?;
     let frames = (0..N)

@@ -17,9 +17,10 @@
 //! client source ports spread flows over the buckets), defined by the engines. T = 500 ms
 //! (the agents' fast timers; the router's `here_i_am_ms` too).
 //!
-//! The engine-facing `r1` is in `redirect_in`, not in `exclude`: returned GRE is
-//! decapsulated by the XDP program, which must therefore run there, and the controller
-//! refuses to attach an excluded interface (`exclude` and `redirect_in` are exclusive).
+//! The engine-facing `r1` is in `exclude`, as the README configures a router: never
+//! redirected on, but the XDP program runs there too, to decapsulate returned GRE (a
+//! controller fix of this branch; before it, excluded interfaces had no program and
+//! returned packets were lost).
 
 #![allow(dead_code)]
 
@@ -507,10 +508,16 @@ pub struct CtlFiles {
     pub pin_root: PathBuf,
 }
 
-/// Writes the controller's configuration: service 90 defined by the engines, XDP on r0
-/// (clients) and r1 (engines: returns), dead-man grace `grace_ms`.
+/// Writes the controller's configuration: service 90 defined by the engines, redirecting
+/// in on r0 (clients), r1 (engines) excluded as the README has it (the program still runs
+/// there, for packet return), dead-man grace `grace_ms`.
 pub fn ctl_files(world: &World, name: &str, grace_ms: u64) -> Result<CtlFiles> {
-    ctl_files_with(world, name, grace_ms, "redirect_in = [\"r0\", \"r1\"]")
+    ctl_files_with(
+        world,
+        name,
+        grace_ms,
+        "redirect_in = [\"r0\"]\nexclude = [\"r1\"]",
+    )
 }
 
 /// [`ctl_files`] with other `[router]` interface lines (`redirect_in`, `exclude`).
@@ -582,6 +589,8 @@ pub struct AgentExtra {
     pub tables: String,
     /// Weight (100 when 0).
     pub weight: u16,
+    /// More keys of the `[[service]]` table (`forwarding = "l2"`).
+    pub service: String,
 }
 
 pub fn agent_config(i: usize, extra: &AgentExtra) -> String {
@@ -590,9 +599,10 @@ pub fn agent_config(i: usize, extra: &AgentExtra) -> String {
         "address = \"{}\"\nrouters = [\"{ROUTER_E}\"]\nproxy_port = {PROXY_PORT}\n\n\
          [timers]\nfast_transmit_ms = {T_MS}\n\n\
          [[service]]\nid = 90\ntype = \"dynamic\"\nprotocol = \"tcp\"\nports = [{HTTP_PORT}]\n\
-         flags = [\"src_ip_hash\", \"src_port_hash\"]\npriority = 10\nweight = {weight}\n\n\
+         flags = [\"src_ip_hash\", \"src_port_hash\"]\npriority = 10\nweight = {weight}\n{}\n\n\
          [dataplane]\ninterface = \"eth0\"\nproxy_check_ms = 100\n{}\n\n{}",
         engine_ip(i),
+        extra.service,
         extra.dataplane,
         extra.tables
     )
