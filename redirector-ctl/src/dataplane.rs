@@ -200,6 +200,10 @@ pub struct XdpPlane {
     /// installed sticky, so that TCP flows there follow the connection table (the engine
     /// that took their SYN, while it is usable) instead of breaking on the new owner.
     moved: BTreeMap<ServiceId, Vec<bool>>,
+    /// The data plane was adopted from a previous run with a table in force: the first
+    /// table of each service marks every bucket sticky, since that run's moves (and the
+    /// flows its connection table keeps) are unknown here.
+    adopted: bool,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -216,6 +220,7 @@ impl XdpPlane {
     pub fn open(pin_root: &std::path::Path) -> Result<XdpPlane, PlaneError> {
         let root = PinRoot::at(pin_root);
         let redirector = Redirector::open(&root).map_err(|e| e.to_string())?;
+        let adopted = redirector.control().flags & redirector_ebpf::layout::CONTROL_ENABLED != 0;
         Ok(XdpPlane {
             redirector: Some(redirector),
             services: BTreeMap::new(),
@@ -223,6 +228,7 @@ impl XdpPlane {
             next_hops: BTreeMap::new(),
             installed: None,
             moved: BTreeMap::new(),
+            adopted,
         })
     }
 
@@ -257,6 +263,9 @@ impl XdpPlane {
             },
         )) = self.services.get(&service)
         else {
+            if self.adopted && !self.moved.contains_key(&service) {
+                self.moved.insert(service, vec![true; new.buckets().len()]);
+            }
             return;
         };
         let moved = self
@@ -574,6 +583,7 @@ mod tests {
             next_hops: [(E, hop(None)), (other, hop(None))].into(),
             installed: None,
             moved: BTreeMap::new(),
+            adopted: false,
         };
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         // First program: nothing moved.
@@ -608,6 +618,27 @@ mod tests {
         plane.note_moves(id, &split);
         plane.services.insert(id, (def, split));
         assert_eq!(sticky(&plane), (0..128).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_adopted_plane_installs_its_first_tables_all_sticky() {
+        let mut plane = XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: [(E, hop(None))].into(),
+            installed: None,
+            moved: BTreeMap::new(),
+            adopted: true,
+        };
+        let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
+        plane.note_moves(id, &table);
+        plane.services.insert(id, (def, table));
+        let (cfg, _) = plane.compiled();
+        let dp::Assignment::Hash(slots) = &cfg.services[0].assignment else {
+            panic!("hash")
+        };
+        assert!(slots.iter().all(|s| s.sticky));
     }
 
     #[test]
