@@ -41,7 +41,8 @@ fn live_connections_survive_redirection_and_a_join() {
 }
 
 fn join_keeps_flows(w: &World) -> Result<()> {
-    let ctl = start_ctl(w, "r", 30_000)?;
+    let files = ctl_files(w, "r", 30_000)?;
+    let mut ctl = spawn_ctl(w, &files)?;
     // 20 connections before any engine: plain routing, the server sees the client.
     let mut sessions: Vec<(String, TcpStream)> = Vec::new();
     for p in 31_000..31_020u16 {
@@ -161,9 +162,52 @@ fn join_keeps_flows(w: &World) -> Result<()> {
         "{body:?}"
     );
     ensure!(e2.proxy().saw(SocketAddr::from((CLIENT, p))));
+
+    // A hitless restart of the controller (SIGTERM leaves the pinned plane redirecting):
+    // the 70 sessions keep answering while it is down, while it comes back, and after the
+    // engines have re-joined it and the assignment is programmed again.
+    ctl.process.signal(nix::sys::signal::Signal::SIGTERM)?;
+    ctl.process.wait_timeout(Duration::from_secs(10))?;
+    ctl.pin_root = std::path::PathBuf::new();
+    ping_all(&mut sessions, round).context("with the controller stopped")?;
+    round += 1;
+    let t0 = Instant::now();
+    let ctl2 = spawn_ctl(w, &files)?;
+    loop {
+        ping_all(&mut sessions, round).with_context(|| {
+            format!(
+                "{} ms after the controller's restart\n{}",
+                ms(t0.elapsed()),
+                logs(Some(&ctl2), &[&e1, &e2])
+            )
+        })?;
+        round += 1;
+        let s = ctl2.service(SERVICE)?;
+        let sl = slots(&s);
+        if sl.get(&engine_ip(0).to_string()) == Some(&128)
+            && sl.get(&engine_ip(1).to_string()) == Some(&128)
+        {
+            break;
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(15), "no re-join: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rejoined = t0.elapsed();
+    for _ in 0..5 {
+        ping_all(&mut sessions, round)
+            .with_context(|| format!("after the re-join\n{}", logs(Some(&ctl2), &[&e1, &e2])))?;
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "(5) controller restarted (SIGTERM, new process): engines re-joined and 128/128 \
+         programmed after {} ms; all 70 sessions answered throughout ({round} rounds)",
+        ms(rejoined)
+    );
     drop(sessions);
     drop(e2);
     drop(e1);
+    drop(ctl2);
     drop(ctl);
     Ok(())
 }
