@@ -191,3 +191,74 @@ fn rules(w: &World) -> Result<()> {
     drop(third);
     Ok(())
 }
+
+/// A return rule added by `engine-agent reload` while a flow it names is proxied: the
+/// live flow stays with the proxy (its socket comes first), new flows are returned and
+/// reach the server directly; the rule removed by another reload, new flows are proxied
+/// again.
+#[test]
+fn reloaded_return_rule_spares_live_flows() {
+    if let Err(e) = World::new("e2ereload", 1).and_then(|w| w.run(reload_rule)) {
+        panic!("{e:#}");
+    }
+}
+
+fn reload_rule(w: &World) -> Result<()> {
+    use netns_tests::daemons::control_request;
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let to = SocketAddrV4::new(SERVER, HTTP_PORT);
+    let mut live = echo_session(&w.client, 0, Duration::from_secs(5))?;
+    let me = live.local_addr()?;
+    ensure!(e1.proxy().saw(me), "proxied before the rule");
+
+    let agent = e1.agent();
+    let path = w.lab.scratch_dir().join("e1-agent.toml");
+    let base = std::fs::read_to_string(&path)?;
+    let reload = |text: &str| -> Result<()> {
+        std::fs::write(&path, text)?;
+        let v = control_request(&agent.socket, &serde_json::json!({"command": "reload"}))?;
+        ensure!(v["result"] == "ok", "reload refused: {v}");
+        Ok(())
+    };
+    reload(&format!(
+        "{base}\n[[return_rule]]\nprefix = \"{SERVER}/32\"\nport = 80\n"
+    ))?;
+    let st = agent.status()?;
+    ensure!(
+        st["dataplane"]["return_rules"][0] == format!("{SERVER}/32 port 80 return"),
+        "{:#}",
+        st["dataplane"]
+    );
+    let before = e1.counter("return_rule");
+    let got = echo(&mut live, "after the rule")?;
+    ensure!(
+        got.starts_with("echo after the rule ") && got.contains(&engine_ip(0).to_string()),
+        "the live flow is still the proxy's: {got:?}"
+    );
+    let (body, new) = http_get(&w.client, 0, to, "/", Duration::from_secs(5))
+        .with_context(|| format!("{:?}", e1.counters().unwrap_or_default()))?;
+    ensure!(
+        body.trim_end() == format!("hello {new} -> {SERVER}:80"),
+        "a new flow is returned and served directly: {body:?}"
+    );
+    ensure!(!e1.proxy().saw(new));
+    let returned = e1.counter("return_rule") - before;
+    ensure!(returned >= 3, "return_rule +{returned}");
+
+    reload(&base)?;
+    let (body, again) = http_get(&w.client, 0, to, "/", Duration::from_secs(5))?;
+    ensure!(
+        body.starts_with(&format!("hello {}:", engine_ip(0))) && e1.proxy().saw(again),
+        "proxied again once the rule is gone: {body:?}"
+    );
+    let got = echo(&mut live, "still")?;
+    ensure!(got.starts_with("echo still "), "{got:?}");
+    println!(
+        "(8') return rule added by reload: the live proxied flow kept answering, a new flow \
+         returned ({returned} packets) and served directly; rule removed: proxied again"
+    );
+    Ok(())
+}
