@@ -498,3 +498,80 @@ fn l2(w: &World) -> Result<()> {
     );
     Ok(())
 }
+
+/// (2) with mask assignment: the engines ask for a 6-bit source-port mask (64 values);
+/// each flow lands on the engine that `show --json`'s mask/value list names for its
+/// masked source port.
+#[test]
+fn mask_assignment_flows_land_on_their_values_engine() {
+    if let Err(e) = World::new("e2emask", 2).and_then(|w| w.run(mask_flows)) {
+        panic!("{e:#}");
+    }
+}
+
+fn mask_flows(w: &World) -> Result<()> {
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let extra = AgentExtra {
+        service: "assignment = \"mask\"\nmask = { src_port = 0x3f }".into(),
+        ..AgentExtra::default()
+    };
+    let e1 = Engine::start(w, 0, &extra)?;
+    let e2 = Engine::start(w, 1, &extra)?;
+    let (_, took) = wait_slots(
+        &ctl,
+        &[(engine_ip(0), 32), (engine_ip(1), 32)],
+        Duration::from_secs(25),
+    )
+    .with_context(|| logs(Some(&ctl), &[&e1, &e2]))?;
+    let s = shown_service(&ctl)?;
+    let sets = s["assignment"]["masks"]
+        .as_array()
+        .context("masks in show --json")?;
+    ensure!(sets.len() == 1, "{sets:#?}");
+    ensure!(sets[0]["mask"][2] == "0x003f", "{:#}", sets[0]["mask"]);
+    let mut owner: BTreeMap<String, std::net::Ipv4Addr> = BTreeMap::new();
+    for v in sets[0]["values"].as_array().into_iter().flatten() {
+        let key = v[0][2].as_str().unwrap_or("").to_string();
+        owner.insert(key, v[1].as_str().unwrap_or("").parse()?);
+    }
+    ensure!(owner.len() == 64, "{} values", owner.len());
+    println!("(2 mask) 64 mask values, 32 each, after {} ms", ms(took));
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut ports = BTreeSet::new();
+    while ports.len() < 150 {
+        ports.insert(20_000 + (rng.next() % 40_000) as u16);
+    }
+    let mut per = [0usize; 2];
+    for &p in &ports {
+        let want = owner[&format!("{:#06x}", p & 0x3f)];
+        let (body, _) = http_get(
+            &w.client,
+            p,
+            SocketAddrV4::new(SERVER, HTTP_PORT),
+            "/",
+            Duration::from_secs(5),
+        )
+        .with_context(|| format!("port {p}"))?;
+        ensure!(
+            body.starts_with(&format!("hello {want}:")),
+            "port {p} (value {:#06x}): expected {want}, got {body:?}",
+            p & 0x3f
+        );
+        let i = usize::from(want != engine_ip(0));
+        ensure!(
+            [&e1, &e2][i].proxy().saw(SocketAddr::from((CLIENT, p))),
+            "port {p}: engine {} proxy",
+            i + 1
+        );
+        per[i] += 1;
+    }
+    println!(
+        "(2 mask) {} flows: {} on {}, {} on {}, none misplaced",
+        ports.len(),
+        per[0],
+        engine_ip(0),
+        per[1],
+        engine_ip(1)
+    );
+    Ok(())
+}
