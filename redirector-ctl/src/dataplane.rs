@@ -196,7 +196,8 @@ pub struct XdpPlane {
     next_hops: BTreeMap<Ipv4Addr, NextHop>,
     /// What the last install held, so that an unchanged next hop costs nothing.
     installed: Option<dp::TableConfig>,
-    /// Per hash service, the buckets whose owner has changed while this controller ran:
+    /// Per service, the buckets (or mask values) whose owner has changed while this
+    /// controller ran:
     /// installed sticky, so that TCP flows there follow the connection table (the engine
     /// that took their SYN, while it is usable) instead of breaking on the new owner.
     moved: BTreeMap<ServiceId, Vec<bool>>,
@@ -241,7 +242,11 @@ impl XdpPlane {
                 .iter()
                 .find(|(k, _)| k.id == svc.id && k.dynamic == svc.dynamic)
                 .map(|(_, m)| m);
-            if let (Some(moved), dp::Assignment::Hash(slots)) = (id, &mut svc.assignment) {
+            let slots = match &mut svc.assignment {
+                dp::Assignment::Hash(slots) => slots,
+                dp::Assignment::Mask { values, .. } => values,
+            };
+            if let Some(moved) = id {
                 for (slot, m) in slots.iter_mut().zip(moved) {
                     slot.sticky = *m && slot.engine.is_some();
                 }
@@ -250,33 +255,33 @@ impl XdpPlane {
         (config, engines)
     }
 
-    /// Marks the buckets of `service` whose owner `table` changes.
+    /// Marks the buckets (or mask values) of `service` whose owner `table` changes.
     fn note_moves(&mut self, service: ServiceId, table: &Table) {
-        let Assignment::Hash(new) = &table.assignment else {
+        let Some((mask, new)) = slot_owners(table) else {
             return;
         };
-        let Some((
-            _,
-            Table {
-                assignment: Assignment::Hash(old),
-                ..
-            },
-        )) = self.services.get(&service)
-        else {
+        let old = self
+            .services
+            .get(&service)
+            .and_then(|(_, t)| slot_owners(t));
+        let Some((old_mask, old)) = old else {
             if self.adopted && !self.moved.contains_key(&service) {
-                self.moved.insert(service, vec![true; new.buckets().len()]);
+                self.moved.insert(service, vec![true; new.len()]);
             }
             return;
         };
         let moved = self
             .moved
             .entry(service)
-            .or_insert_with(|| vec![false; new.buckets().len()]);
-        for (i, (o, n)) in old.buckets().iter().zip(new.buckets()).enumerate() {
-            if o.owner.is_some() && o.owner != n.owner {
-                if let Some(m) = moved.get_mut(i) {
-                    *m = true;
-                }
+            .or_insert_with(|| vec![false; new.len()]);
+        if old_mask != mask || old.len() != new.len() || moved.len() != new.len() {
+            // Another mask (or method): every flow may have moved.
+            *moved = vec![true; new.len()];
+            return;
+        }
+        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+            if o.is_some() && o != n {
+                moved[i] = true;
             }
         }
     }
@@ -298,6 +303,41 @@ impl XdpPlane {
         self.engines = engines;
         self.installed = Some(config);
         Ok(())
+    }
+}
+
+/// The owner (if any) of each data-plane slot.
+type SlotOwners = Vec<Option<Ipv4Addr>>;
+
+/// The owner of each data-plane slot of `table` (hash: 256 buckets; mask: the values in
+/// the order of `Mask::values`, as [`compile`] lays them out) and, for a mask, its fields.
+fn slot_owners(table: &Table) -> Option<(Option<[u32; 4]>, SlotOwners)> {
+    match &table.assignment {
+        Assignment::Hash(t) => Some((None, t.buckets().iter().map(|b| b.owner).collect())),
+        Assignment::Mask(rules) => {
+            let rule = rules.first()?;
+            let m = &rule.mask;
+            let mask = Mask::new(m.src_addr, m.dst_addr, m.src_port, m.dst_port).ok()?;
+            let owners = mask
+                .values()
+                .map(|v| {
+                    rule.values
+                        .iter()
+                        .find(|x| {
+                            (x.src_addr, x.dst_addr, x.src_port, x.dst_port)
+                                == (v.src_addr, v.dst_addr, v.src_port, v.dst_port)
+                        })
+                        .map(|x| x.engine)
+                })
+                .collect();
+            let key = [
+                m.src_addr,
+                m.dst_addr,
+                u32::from(m.src_port),
+                u32::from(m.dst_port),
+            ];
+            Some((Some(key), owners))
+        }
     }
 }
 
@@ -639,6 +679,68 @@ mod tests {
             panic!("hash")
         };
         assert!(slots.iter().all(|s| s.sticky));
+    }
+
+    #[test]
+    fn mask_values_that_change_owner_are_installed_sticky() {
+        use wccp::proto::{MaskEntry, MaskRule};
+        use wccp::wire::MaskElement;
+        let other = Ipv4Addr::new(10, 2, 0, 3);
+        let rule = |owner: &dyn Fn(u16) -> Ipv4Addr| MaskRule {
+            mask: MaskElement {
+                src_port: 0x3,
+                ..MaskElement::default()
+            },
+            values: (0..4u16)
+                .map(|v| MaskEntry {
+                    src_addr: 0,
+                    dst_addr: 0,
+                    src_port: v,
+                    dst_port: 0,
+                    engine: owner(v),
+                })
+                .collect(),
+        };
+        let table = |owner: &dyn Fn(u16) -> Ipv4Addr| Table {
+            assignment: Assignment::Mask(vec![rule(owner)]),
+            engines: [E, other]
+                .iter()
+                .map(|a| EngineRoute {
+                    address: *a,
+                    forwarding: ForwardingMethods::GRE,
+                    returns: ReturnMethods::GRE,
+                })
+                .collect(),
+        };
+        let mut plane = XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: [(E, hop(None)), (other, hop(None))].into(),
+            installed: None,
+            moved: BTreeMap::new(),
+            adopted: false,
+        };
+        let id = ServiceId {
+            dynamic: true,
+            id: 90,
+        };
+        let def = ServiceInfo::dynamic(90, 0, 6, wccp::wire::ServiceFlags::PORTS_DEFINED, &[80]);
+        for t in [table(&|_| E), table(&|v| if v >= 2 { other } else { E })] {
+            plane.note_moves(id, &t);
+            plane.services.insert(id, (Some(def.clone()), t));
+        }
+        let (cfg, _) = plane.compiled();
+        let dp::Assignment::Mask { mask, values } = &cfg.services[0].assignment else {
+            panic!("mask")
+        };
+        let sticky: Vec<u16> = mask
+            .values()
+            .zip(values)
+            .filter(|(_, s)| s.sticky)
+            .map(|(v, _)| v.src_port)
+            .collect();
+        assert_eq!(sticky, vec![2, 3]);
     }
 
     #[test]
