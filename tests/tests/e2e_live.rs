@@ -373,3 +373,74 @@ fn proxy_killed(w: &World) -> Result<()> {
     drop(ctl);
     Ok(())
 }
+
+/// (5) with mask assignment: 30 live proxied sessions survive a second engine joining.
+#[test]
+fn mask_live_connections_survive_a_join() {
+    if let Err(e) = World::new("e2emjoin", 2).and_then(|w| w.run(mask_join)) {
+        panic!("{e:#}");
+    }
+}
+
+fn mask_join(w: &World) -> Result<()> {
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let extra = AgentExtra {
+        service: "assignment = \"mask\"\nmask = { src_port = 0x3f }".into(),
+        ..AgentExtra::default()
+    };
+    let e1 = Engine::start(w, 0, &extra)?;
+    wait_slots(&ctl, &[(engine_ip(0), 64)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let mut sessions = Vec::new();
+    for i in 0..30u16 {
+        let p = 36_000 + i * 7;
+        let s = echo_session(&w.client, p, Duration::from_secs(5))?;
+        ensure!(e1.proxy().saw(SocketAddr::from((CLIENT, p))));
+        sessions.push((format!("proxied {p}"), s));
+    }
+    let e2 = Engine::start(w, 1, &extra)?;
+    let t0 = Instant::now();
+    let mut round = 0;
+    loop {
+        ping_all(&mut sessions, round).with_context(|| {
+            format!(
+                "mask join, {} ms in\n{}",
+                ms(t0.elapsed()),
+                logs(Some(&ctl), &[&e1, &e2])
+            )
+        })?;
+        round += 1;
+        let s = ctl.service(SERVICE)?;
+        if slots(&s).get(&engine_ip(1).to_string()) == Some(&32) {
+            break;
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(20), "no split: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..5 {
+        ping_all(&mut sessions, round)?;
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = t0.elapsed();
+    let s = shown_service(&ctl)?;
+    let moved = sessions
+        .iter()
+        .filter(|(_, st)| {
+            let Ok(a) = st.local_addr() else { return false };
+            let value = format!("{:#06x}", a.port() & 0x3f);
+            s["assignment"]["masks"][0]["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v[0][2] == value.as_str() && v[1] == engine_ip(1).to_string().as_str())
+        })
+        .count();
+    println!(
+        "(5 mask) engine 2 joined (32/32 mask values) after {} ms; {moved} of 30 live sessions \
+         are on values that moved to engine 2; all answered {round} rounds",
+        ms(took)
+    );
+    ensure!(moved > 0, "some sessions' values moved");
+    Ok(())
+}
