@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use e2e_common::*;
+use netns_tests::daemons::tail;
 
 #[test]
 fn curl_through_the_proxy_and_a_bypassed_flow_returned() {
@@ -573,5 +574,82 @@ fn mask_flows(w: &World) -> Result<()> {
         per[1],
         engine_ip(1)
     );
+    Ok(())
+}
+
+/// (1) with `engine-agent run --dataplane-only`: another process speaks WCCP for the
+/// engine (here a second engine-agent without `[dataplane]`, as a proxy with its own WCCP
+/// would), the data-plane-only agent decapsulates the GRE to the transparent proxy.
+#[test]
+fn dataplane_only_agent_beside_a_wccp_speaker() {
+    if let Err(e) = World::new("e2edponly", 1).and_then(|w| w.run(dataplane_only)) {
+        panic!("{e:#}");
+    }
+}
+
+fn dataplane_only(w: &World) -> Result<()> {
+    use netns_tests::daemons::{binary, Agent};
+    let ctl = start_ctl(w, "r", 30_000)?;
+    let host = &w.engines[0];
+    let proxy = Proxy::start(w, 0)?;
+    // The WCCP speaker: no [dataplane] (mode "wccp").
+    let full = agent_config(0, &AgentExtra::default());
+    let wccp_only = full
+        .split("[dataplane]")
+        .next()
+        .context("config shape")?
+        .to_string();
+    let speaker = Agent::start(host, "wccp", &wccp_only)?;
+    // The packet side alone, with the full configuration (its [[service]] gives the ports).
+    let dir = host.scratch_dir();
+    let socket = dir.join("dp-agent.sock");
+    let path = dir.join("dp-agent.toml");
+    std::fs::write(
+        &path,
+        format!("control_socket = \"{}\"\n{full}", socket.display()),
+    )?;
+    let mut cmd = std::process::Command::new(binary("engine-agent")?);
+    cmd.args(["run", "--dataplane-only", "--log-format", "json", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info");
+    let process = host.spawn(&mut cmd)?;
+    let packet_side = Agent {
+        process,
+        name: "dp".into(),
+        socket,
+    };
+    wait_for(
+        "the data-plane-only agent's socket",
+        Duration::from_secs(15),
+        || Ok(packet_side.status().is_ok()),
+    )
+    .with_context(|| packet_side.log())?;
+    let st = packet_side.status()?;
+    ensure!(st["mode"] == "dataplane-only", "{:#}", st["mode"]);
+    ensure!(speaker.status()?["mode"] == "wccp");
+    wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| format!("{}\n{}", tail(&ctl.log(), 20), tail(&speaker.log(), 20)))?;
+    let (body, me) = http_get(
+        &w.client,
+        0,
+        SocketAddrV4::new(SERVER, HTTP_PORT),
+        "/",
+        Duration::from_secs(5),
+    )
+    .with_context(|| {
+        format!(
+            "{:#}\n{}",
+            packet_side.status().unwrap_or_default(),
+            packet_side.log()
+        )
+    })?;
+    ensure!(
+        body.starts_with(&format!("hello {}:", engine_ip(0))),
+        "{body:?}"
+    );
+    ensure!(proxy.saw(me));
+    let c = packet_side.status()?["dataplane"]["counters"].clone();
+    println!("(1 dataplane-only) proxied through the data-plane-only agent: counters {c}");
+    ensure!(c["proxied_syn"].as_u64().unwrap_or(0) >= 1, "{c}");
     Ok(())
 }
