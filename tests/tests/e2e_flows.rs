@@ -139,6 +139,36 @@ fn curl_and_bypass(w: &World) -> Result<()> {
     println!(
         "(3) engine return_rule {before} -> {after}, router packets_returned {returned_before} -> {returned}"
     );
+
+    // `redirector-ctl stop --clear`: redirection removed at once, nothing left pinned.
+    let mut ctl = ctl;
+    let out = std::process::Command::new(netns_tests::daemons::binary("redirector-ctl")?)
+        .args(["stop", "--clear", "-s"])
+        .arg(&ctl.socket)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "stop --clear: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = Instant::now();
+    ctl.process.wait_timeout(Duration::from_secs(10))?;
+    let (body, me) = http_get(
+        &w.client,
+        0,
+        SocketAddrV4::new(SERVER, HTTP_PORT),
+        "/",
+        Duration::from_secs(5),
+    )?;
+    ensure!(
+        body.trim_end() == format!("hello {me} -> {SERVER}:80"),
+        "served directly right after stop --clear: {body:?}"
+    );
+    ensure!(!ctl.pin_root.exists(), "pin root removed");
+    println!(
+        "(4'') stop --clear: controller gone in {} ms, the next flow went directly, pin root removed",
+        ms(t0.elapsed())
+    );
     drop(e1);
     drop(ctl);
     Ok(())
