@@ -23,6 +23,21 @@
 //! type = "standard"               # the well-known web-cache service
 //! password = "secret"             # MD5, at most 8 bytes
 //! weight = 100
+//!
+//! [dataplane]                     # optional: take redirected packets without ip_gre
+//! interface = "eth0"              # where the routers' GRE (or L2) traffic arrives
+//! # proxy_check_ms = 1000         # TCP connect to the proxy; 0: never withdraw
+//! # proxy_check_address = "127.0.0.1"
+//! # accept_from = ["192.0.2.254"] # more router addresses GRE is taken from
+//! # copy_interface = "dummy0"     # where copies asked for by return rules go
+//! # mark = 0x0cc2, table = 2048, rule_priority = 2048  # local delivery by policy routing
+//!
+//! [[return_rule]]                 # flows the proxy must not take (packet return)
+//! prefix = "192.0.2.0/24"         # destination prefix
+//! # port = 443                    # destination port; every port when absent
+//! # rewrite_to = "198.51.100.9"   # new destination of the returned packets
+//! # copy = true                   # and send a copy out of copy_interface
+//! # return = false                # with copy: copy only, the proxy still takes it
 //! ```
 
 use std::collections::BTreeSet;
@@ -30,6 +45,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use redirector_ebpf::engine_plane::{DEFAULT_MARK, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
 use serde::Deserialize;
 use wccp::assign::Mask;
 use wccp::engine::{EngineConfig, FastTimers};
@@ -95,6 +111,44 @@ struct RawConfig {
     timers: Option<toml::Spanned<RawTimers>>,
     #[serde(default)]
     service: Vec<toml::Spanned<RawService>>,
+    #[serde(default)]
+    dataplane: Option<toml::Spanned<RawDataplane>>,
+    #[serde(default)]
+    return_rule: Vec<toml::Spanned<RawReturnRule>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    interface: toml::Spanned<String>,
+    #[serde(default)]
+    proxy_check_ms: Option<toml::Spanned<u64>>,
+    #[serde(default)]
+    proxy_check_address: Option<Ipv4Addr>,
+    #[serde(default)]
+    accept_from: Vec<Ipv4Addr>,
+    #[serde(default)]
+    copy_interface: Option<String>,
+    #[serde(default)]
+    mark: Option<toml::Spanned<u32>>,
+    #[serde(default)]
+    table: Option<toml::Spanned<u32>>,
+    #[serde(default)]
+    rule_priority: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReturnRule {
+    prefix: toml::Spanned<String>,
+    #[serde(default)]
+    port: Option<toml::Spanned<u16>>,
+    #[serde(default)]
+    rewrite_to: Option<Ipv4Addr>,
+    #[serde(default)]
+    copy: bool,
+    #[serde(default, rename = "return")]
+    returns: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +273,48 @@ pub struct Config {
     pub fast_timers: Option<FastTimers>,
     /// One engine per service group.
     pub services: Vec<EngineConfig>,
+    /// The packet side, when this agent takes redirected traffic itself.
+    pub dataplane: Option<DataplaneConfig>,
+    /// Flows handed back to the router instead of the proxy.
+    pub return_rules: Vec<ReturnRuleConfig>,
+}
+
+/// `[dataplane]`: where redirected packets arrive and how they reach the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// The interface the routers' GRE (or L2-forwarded) packets arrive on.
+    pub interface: String,
+    /// How often the proxy is checked; `None`: never, the agent stays in the group even
+    /// when the proxy is gone (its SYNs are then returned to the router).
+    pub proxy_check: Option<Duration>,
+    /// Where the check connects (the proxy's port on this address).
+    pub proxy_check_address: Ipv4Addr,
+    /// Router addresses GRE is taken from besides the configured routers and those of the
+    /// view (a router whose GRE source differs from its Router ID).
+    pub accept_from: Vec<Ipv4Addr>,
+    /// Interface copies go out of.
+    pub copy_interface: Option<String>,
+    /// Mark of packets handed to the proxy, and the policy-routing table that delivers them.
+    pub mark: u32,
+    /// That table.
+    pub table: u32,
+    /// Priority of the policy rule.
+    pub rule_priority: u32,
+}
+
+/// One `[[return_rule]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReturnRuleConfig {
+    /// Destination prefix and length.
+    pub prefix: (Ipv4Addr, u8),
+    /// Destination port, or every port.
+    pub port: Option<u16>,
+    /// New destination of returned packets.
+    pub rewrite_to: Option<Ipv4Addr>,
+    /// Send a copy out of the copy interface.
+    pub copy: bool,
+    /// Return to the router (else only copied).
+    pub returns: bool,
 }
 
 impl Config {
@@ -338,7 +434,25 @@ impl Config {
             });
         }
 
+        let dataplane = match &raw.dataplane {
+            Some(d) => Some(dataplane(d, &err)?),
+            None => None,
+        };
+        let mut return_rules = Vec::new();
+        for (i, r) in raw.return_rule.iter().enumerate() {
+            return_rules.push(return_rule(i, r, dataplane.as_ref(), &err)?);
+        }
+        if dataplane.is_none() && !raw.return_rule.is_empty() {
+            return Err(err(
+                Some(raw.return_rule[0].span()),
+                Some("return_rule".into()),
+                "return rules need a [dataplane] section (the data plane applies them)".into(),
+            ));
+        }
+
         Ok(Config {
+            dataplane,
+            return_rules,
             address,
             port: raw.port.unwrap_or(WCCP_PORT),
             routers,
@@ -411,6 +525,139 @@ fn timers(raw: &RawConfig, err: &ErrFn<'_>) -> Result<(Duration, Option<FastTime
         (None, None) => None,
     };
     Ok((interval, fast))
+}
+
+fn dataplane(
+    d: &toml::Spanned<RawDataplane>,
+    err: &ErrFn<'_>,
+) -> Result<DataplaneConfig, ConfigError> {
+    let span = d.span();
+    let d = d.get_ref();
+    let interface = d.interface.get_ref().trim().to_string();
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        return Err(err(
+            Some(d.interface.span()),
+            Some("dataplane.interface".into()),
+            format!("{interface:?} is not an interface name"),
+        ));
+    }
+    let proxy_check = match &d.proxy_check_ms {
+        None => Some(Duration::from_secs(1)),
+        Some(ms) if *ms.get_ref() == 0 => None,
+        Some(ms) if !(100..=60_000).contains(ms.get_ref()) => {
+            return Err(err(
+                Some(ms.span()),
+                Some("dataplane.proxy_check_ms".into()),
+                format!(
+                    "{} ms is outside 100..=60000 (0 turns the check off)",
+                    ms.get_ref()
+                ),
+            ))
+        }
+        Some(ms) => Some(Duration::from_millis(*ms.get_ref())),
+    };
+    for (key, v) in [("mark", &d.mark), ("table", &d.table)] {
+        if let Some(v) = v {
+            if *v.get_ref() == 0 {
+                return Err(err(
+                    Some(v.span()),
+                    Some(format!("dataplane.{key}")),
+                    "0 is not usable here".into(),
+                ));
+            }
+        }
+    }
+    let _ = span;
+    Ok(DataplaneConfig {
+        interface,
+        proxy_check,
+        proxy_check_address: d.proxy_check_address.unwrap_or(Ipv4Addr::LOCALHOST),
+        accept_from: d.accept_from.clone(),
+        copy_interface: d.copy_interface.clone(),
+        mark: d.mark.as_ref().map_or(DEFAULT_MARK, |m| *m.get_ref()),
+        table: d.table.as_ref().map_or(DEFAULT_TABLE, |t| *t.get_ref()),
+        rule_priority: d.rule_priority.unwrap_or(DEFAULT_RULE_PRIORITY),
+    })
+}
+
+fn return_rule(
+    i: usize,
+    r: &toml::Spanned<RawReturnRule>,
+    dataplane: Option<&DataplaneConfig>,
+    err: &ErrFn<'_>,
+) -> Result<ReturnRuleConfig, ConfigError> {
+    let key = |k: &str| Some(format!("return_rule[{i}].{k}"));
+    let span = r.span();
+    let r = r.get_ref();
+    let text = r.prefix.get_ref();
+    let bad = || {
+        err(
+            Some(r.prefix.span()),
+            key("prefix"),
+            format!("{text:?} is not an IPv4 prefix like 192.0.2.0/24"),
+        )
+    };
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().map_err(|_| bad())?),
+        None => (text.as_str(), 32),
+    };
+    let addr: Ipv4Addr = addr.trim().parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    let masked = if len == 0 {
+        0
+    } else {
+        u32::from(addr) & (u32::MAX << (32 - u32::from(len)))
+    };
+    if masked != u32::from(addr) {
+        return Err(err(
+            Some(r.prefix.span()),
+            key("prefix"),
+            format!(
+                "{text} has host bits set (did you mean {}/{len}?)",
+                Ipv4Addr::from(masked)
+            ),
+        ));
+    }
+    if let Some(p) = &r.port {
+        if *p.get_ref() == 0 {
+            return Err(err(
+                Some(p.span()),
+                key("port"),
+                "port 0 matches nothing".into(),
+            ));
+        }
+    }
+    let returns = r.returns.unwrap_or(true);
+    if !returns && !r.copy {
+        return Err(err(
+            Some(span),
+            key("return"),
+            "a rule that neither returns nor copies does nothing".into(),
+        ));
+    }
+    if !returns && r.rewrite_to.is_some() {
+        return Err(err(
+            Some(span),
+            key("rewrite_to"),
+            "rewrite_to applies to returned packets: it needs return = true".into(),
+        ));
+    }
+    if r.copy && dataplane.is_some_and(|d| d.copy_interface.is_none()) {
+        return Err(err(
+            Some(span),
+            key("copy"),
+            "copies need dataplane.copy_interface".into(),
+        ));
+    }
+    Ok(ReturnRuleConfig {
+        prefix: (addr, len),
+        port: r.port.as_ref().map(|p| *p.get_ref()),
+        rewrite_to: r.rewrite_to,
+        copy: r.copy,
+        returns,
+    })
 }
 
 fn service(

@@ -31,8 +31,9 @@ use wccp::wire::{
 
 use crate::config::Config;
 use crate::control::{Request, Response};
+use crate::dataplane::Dataplane;
 use crate::metrics::Metrics;
-use crate::status::{Assignment, RouterStatus, ServiceStatus, Status};
+use crate::status::{Assignment, ProxyStatus, RouterStatus, ServiceStatus, Status};
 
 /// How long a leaving agent waits for every router's SHUTDOWN RESPONSE.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -195,22 +196,92 @@ struct Daemon {
     path: PathBuf,
     cfg: Config,
     clock: Clock,
-    socket: Arc<UdpSocket>,
+    socket: Option<Arc<UdpSocket>>,
     services: Vec<Service>,
     /// Errors no service claims (unparsable datagrams, unknown services).
     errors: BTreeMap<String, u64>,
     metrics: Arc<Metrics>,
+    /// The packet side, when `[dataplane]` is configured.
+    dataplane: Option<Dataplane>,
+    /// The proxy liveness check's view; `None` without a check.
+    proxy: Option<Proxy>,
+    /// `run --dataplane-only`: no WCCP at all.
+    dataplane_only: bool,
+    /// Data-plane totals already exported as metrics.
+    exported: BTreeMap<String, u64>,
 }
 
-/// Runs the agent until SIGTERM, SIGINT or `engine-agent stop`.
-pub async fn run(path: &Path, cfg: Config) -> anyhow::Result<()> {
+/// What the liveness check last said about the local proxy.
+#[derive(Debug, Clone)]
+struct Proxy {
+    check: SocketAddrV4,
+    up: Option<bool>,
+    since: Instant,
+    withdrawals: u64,
+}
+
+/// Reports every change of the proxy's state (and its first state): connects to `check`
+/// every `every`; a connect that fails or takes longer than the period counts as down.
+async fn watch_proxy(check: SocketAddrV4, every: Duration, tx: mpsc::Sender<bool>) {
+    let mut last = None;
+    loop {
+        let up = matches!(
+            tokio::time::timeout(every, tokio::net::TcpStream::connect(check)).await,
+            Ok(Ok(_))
+        );
+        if last != Some(up) {
+            last = Some(up);
+            if tx.send(up).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs the agent until SIGTERM, SIGINT or `engine-agent stop`. With `dataplane_only`
+/// the agent speaks no WCCP (the proxy does) and only runs the packet side.
+pub async fn run(path: &Path, cfg: Config, dataplane_only: bool) -> anyhow::Result<()> {
     let clock = Clock {
         origin: std::time::Instant::now(),
     };
-    let socket = Arc::new(bind_udp(&cfg)?);
+    if dataplane_only && cfg.dataplane.is_none() {
+        bail!("--dataplane-only needs a [dataplane] section in the configuration");
+    }
+    let socket = if dataplane_only {
+        None
+    } else {
+        Some(Arc::new(bind_udp(&cfg)?))
+    };
     let mcast = match cfg.multicast {
-        Some(g) => Some(bind_multicast(g, cfg.address, cfg.port)?),
-        None => None,
+        Some(g) if !dataplane_only => Some(bind_multicast(g, cfg.address, cfg.port)?),
+        _ => None,
+    };
+    let dataplane = match &cfg.dataplane {
+        Some(dp) => Some(Dataplane::start(&cfg, dp)?),
+        None => {
+            warn!("no [dataplane] section: redirected packets are left to the host (a proxy that takes WCCP GRE itself)");
+            None
+        }
+    };
+    let (proxy_tx, mut proxy_rx) = mpsc::channel::<bool>(4);
+    let proxy = match cfg
+        .dataplane
+        .as_ref()
+        .and_then(|d| d.proxy_check.map(|e| (d, e)))
+    {
+        Some((dp, every)) if !dataplane_only => {
+            let check = SocketAddrV4::new(dp.proxy_check_address, cfg.proxy_port);
+            tokio::spawn(watch_proxy(check, every, proxy_tx));
+            info!(%check, every_ms = every.as_millis() as u64, "checking the proxy; joining once it answers");
+            Some(Proxy {
+                check,
+                up: None,
+                since: clock.now(),
+                withdrawals: 0,
+            })
+        }
+        _ => None,
     };
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = cfg.metrics {
@@ -231,24 +302,32 @@ pub async fn run(path: &Path, cfg: Config) -> anyhow::Result<()> {
 
     let mut d = Daemon {
         path: path.to_path_buf(),
-        services: cfg.services.iter().cloned().map(Service::new).collect(),
+        services: if dataplane_only {
+            Vec::new()
+        } else {
+            cfg.services.iter().cloned().map(Service::new).collect()
+        },
         cfg,
         clock,
         socket: socket.clone(),
         errors: BTreeMap::new(),
         metrics,
+        dataplane,
+        proxy,
+        dataplane_only,
+        exported: BTreeMap::new(),
     };
     info!(
         address = %d.cfg.address,
         port = d.cfg.port,
         services = d.services.len(),
+        mode = d.mode(),
         "engine-agent started"
     );
-    let now = d.clock.now();
-    for i in 0..d.services.len() {
-        let acts = d.services[i].engine.start(now);
-        d.perform(i, acts).await;
+    if d.proxy.is_none() {
+        d.join_all().await;
     }
+    let mut counters_tick = tokio::time::interval(Duration::from_secs(1));
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut mbuf = vec![0u8; MAX_DATAGRAM];
@@ -256,7 +335,7 @@ pub async fn run(path: &Path, cfg: Config) -> anyhow::Result<()> {
     loop {
         let deadline = d.next_deadline();
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
+            r = recv_opt(socket.as_deref(), &mut buf) => match r {
                 Ok((n, from)) => d.datagram(from, &buf[..n]).await,
                 Err(e) => { warn!(error = %e, "receive failed"); bump(&mut d.errors, "receive"); }
             },
@@ -265,6 +344,8 @@ pub async fn run(path: &Path, cfg: Config) -> anyhow::Result<()> {
                 Err(e) => { warn!(error = %e, "multicast receive failed"); bump(&mut d.errors, "receive"); }
             },
             _ = sleep_opt(deadline) => d.timeouts().await,
+            Some(up) = proxy_rx.recv() => d.proxy_changed(up).await,
+            _ = counters_tick.tick() => d.export_counters(),
             _ = sigterm.recv() => { info!(signal = "SIGTERM", "leaving the group"); break; }
             _ = sigint.recv() => { info!(signal = "SIGINT", "leaving the group"); break; }
             _ = sighup.recv() => {
@@ -291,6 +372,11 @@ pub async fn run(path: &Path, cfg: Config) -> anyhow::Result<()> {
     }
 
     d.leave(&mut buf, mcast.as_ref(), &mut mbuf).await;
+    if let Some(mut dp) = d.dataplane.take() {
+        if let Err(e) = dp.stop() {
+            error!(error = %format!("{e:#}"), "engine data plane teardown failed");
+        }
+    }
     if let Some(r) = stop_reply {
         let _ = r.send(Response::Ok);
         // Give the control task a moment to write the answer.
@@ -387,7 +473,10 @@ impl Daemon {
                         self.note_assignment(i, &t.message);
                     }
                     let to = SocketAddrV4::new(t.to, self.cfg.port);
-                    match self.socket.send_to(&t.bytes, to).await {
+                    let Some(socket) = self.socket.clone() else {
+                        continue;
+                    };
+                    match socket.send_to(&t.bytes, to).await {
                         Ok(_) => {
                             debug!(service = %label, to = %t.to, kind, "sent");
                             bump(&mut self.services[i].stats.messages_out, kind);
@@ -411,6 +500,100 @@ impl Daemon {
             st.designated == Some(s.cfg.address),
             st.routers.len(),
         );
+        self.sync_routers();
+    }
+
+    fn mode(&self) -> &'static str {
+        match (self.dataplane_only, self.dataplane.is_some()) {
+            (true, _) => "dataplane-only",
+            (false, true) => "wccp+dataplane",
+            (false, false) => "wccp",
+        }
+    }
+
+    /// GRE is taken from the routers the protocol knows now (Router IDs and the addresses
+    /// their I-See-You came from) besides the configured ones.
+    fn sync_routers(&mut self) {
+        let Some(dp) = self.dataplane.as_mut() else {
+            return;
+        };
+        let mut view = std::collections::BTreeSet::new();
+        for s in &self.services {
+            if s.engine.state().left {
+                continue;
+            }
+            for r in s.engine.state().routers {
+                view.insert(r.address);
+            }
+            for (id, (from, _)) in &s.last_isy {
+                view.insert(*id);
+                view.insert(*from);
+            }
+        }
+        if let Err(e) = dp.set_routers(&view) {
+            error!(error = %format!("{e:#}"), "writing the accepted routers");
+            bump(&mut self.errors, "dataplane");
+            self.metrics.error("none", "dataplane");
+        }
+    }
+
+    /// Starts (or restarts) every service's engine: a fresh join.
+    async fn join_all(&mut self) {
+        let now = self.clock.now();
+        for i in 0..self.services.len() {
+            let s = &mut self.services[i];
+            if s.engine.state().left || s.engine.state().routers.is_empty() {
+                s.engine = Engine::new(s.cfg.clone());
+                s.last_isy.clear();
+                s.mask_values_sent = None;
+            }
+            let acts = self.services[i].engine.start(now);
+            self.perform(i, acts).await;
+        }
+    }
+
+    /// The proxy went down (leave every group with SHUTDOWN, so its buckets move at once
+    /// instead of black-holing new connections) or came back (join again).
+    async fn proxy_changed(&mut self, up: bool) {
+        let now = self.clock.now();
+        let Some(p) = self.proxy.as_mut() else {
+            return;
+        };
+        let first = p.up.is_none();
+        p.up = Some(up);
+        p.since = now;
+        self.metrics.proxy_up.set(i64::from(up));
+        let check = p.check;
+        if up {
+            info!(%check, "proxy answers: joining the service groups");
+            self.join_all().await;
+        } else if first {
+            warn!(%check, "proxy does not answer: not joining until it does");
+        } else {
+            p.withdrawals += 1;
+            warn!(%check, "proxy stopped answering: leaving the service groups");
+            for i in 0..self.services.len() {
+                let acts = self.services[i].engine.shutdown(now);
+                self.perform(i, acts).await;
+            }
+        }
+    }
+
+    fn export_counters(&mut self) {
+        let Some(dp) = self.dataplane.as_mut() else {
+            return;
+        };
+        match dp.counters() {
+            Ok(c) => {
+                let now: BTreeMap<String, u64> = c
+                    .nonzero()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                self.metrics.dataplane(&now, &mut self.exported);
+            }
+            Err(e) => debug!(error = %format!("{e:#}"), "reading data-plane counters"),
+        }
     }
 
     fn note_assignment(&mut self, i: usize, m: &Message) {
@@ -479,9 +662,22 @@ impl Daemon {
         }
     }
 
-    fn status(&self) -> Status {
+    fn status(&mut self) -> Status {
         let now = self.clock.now();
+        let cfg = self.cfg.clone();
         Status {
+            mode: self.mode(),
+            dataplane: self.dataplane.as_mut().map(|d| d.status(&cfg)),
+            proxy: self.proxy.as_ref().map(|p| ProxyStatus {
+                state: match p.up {
+                    None => "unknown",
+                    Some(true) => "up",
+                    Some(false) => "down",
+                },
+                since_ms: now.saturating_since(p.since).as_millis() as u64,
+                withdrawals: p.withdrawals,
+                check: p.check.to_string(),
+            }),
             address: self.cfg.address,
             port: self.cfg.port,
             multicast: self.cfg.multicast,
@@ -507,6 +703,19 @@ impl Daemon {
             bail!(
                 "address, port, multicast group, control socket and metrics address need a restart"
             );
+        }
+        if new.dataplane != old.dataplane {
+            bail!("a changed [dataplane] section needs a restart (return rules do not)");
+        }
+        if let Some(dp) = self.dataplane.as_mut() {
+            dp.set_fixed_routers(&new);
+            dp.apply(&new)
+                .context("applying the data plane's ports and return rules")?;
+        }
+        if self.dataplane_only {
+            self.cfg = new;
+            self.sync_routers();
+            return Ok(());
         }
         let now = self.clock.now();
         let mut next: Vec<Service> = Vec::new();
@@ -547,9 +756,8 @@ impl Daemon {
         self.cfg = new;
         for (s, acts) in leaving {
             for a in acts {
-                if let Action::Send(t) = a {
-                    let _ = self
-                        .socket
+                if let (Action::Send(t), Some(socket)) = (a, self.socket.as_ref()) {
+                    let _ = socket
                         .send_to(&t.bytes, SocketAddrV4::new(t.to, self.cfg.port))
                         .await;
                     self.metrics
@@ -557,10 +765,14 @@ impl Daemon {
                 }
             }
         }
-        for i in starts {
-            let acts = self.services[i].engine.start(now);
-            self.perform(i, acts).await;
+        let joined = self.proxy.as_ref().is_none_or(|p| p.up == Some(true));
+        if joined {
+            for i in starts {
+                let acts = self.services[i].engine.start(now);
+                self.perform(i, acts).await;
+            }
         }
+        self.sync_routers();
         Ok(())
     }
 
@@ -582,7 +794,7 @@ impl Daemon {
             let deadline = self.next_deadline().map(|d| d.min(until)).unwrap_or(until);
             let socket = self.socket.clone();
             tokio::select! {
-                r = socket.recv_from(buf) => {
+                r = recv_opt(socket.as_deref(), buf) => {
                     if let Ok((n, from)) = r { self.datagram(from, &buf[..n]).await; }
                 }
                 r = recv_opt(mcast, mbuf) => {

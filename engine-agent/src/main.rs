@@ -44,6 +44,7 @@
 mod config;
 mod control;
 mod daemon;
+mod dataplane;
 mod metrics;
 mod status;
 
@@ -78,6 +79,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Run only the packet side (`[dataplane]`), for a proxy that speaks WCCP itself:
+        /// no UDP 2048 socket, GRE taken from the configured routers and `accept_from`.
+        #[arg(long)]
+        dataplane_only: bool,
     },
     /// Ask the running agent what it knows.
     Show {
@@ -161,7 +166,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config, log_format } => run(&config, log_format),
+        Command::Run {
+            config,
+            log_format,
+            dataplane_only,
+        } => run(&config, log_format, dataplane_only),
         Command::Show { what, json, target } => client(&target, |sock| show(sock, what, json)),
         Command::Reload { target } => client(&target, |sock| {
             control::request(sock, Request::Reload).map(|_| println!("reloaded"))
@@ -172,7 +181,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &Path, log_format: LogFormat) -> ExitCode {
+fn run(path: &Path, log_format: LogFormat, dataplane_only: bool) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -200,7 +209,7 @@ fn run(path: &Path, log_format: LogFormat) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(daemon::run(path, cfg)) {
+    match rt.block_on(daemon::run(path, cfg, dataplane_only)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "engine-agent failed");

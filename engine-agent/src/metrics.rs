@@ -5,6 +5,7 @@
 //! GET handler (no framework): it answers `/metrics` and nothing else, and reads at most a
 //! few kilobytes per request, so no input can make it allocate without bound.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,17 @@ pub struct Metrics {
     pub designated: Family<ServiceLabels, Gauge>,
     /// Routers that answer this engine, per service.
     pub routers: Family<ServiceLabels, Gauge>,
+    /// 1 while the local proxy answers the liveness check (absent without the check).
+    pub proxy_up: Gauge,
+    /// The engine data plane's packet counters, by counter name.
+    pub dataplane: Family<CounterLabels, Counter>,
+}
+
+/// Label of a data-plane counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CounterLabels {
+    /// Its name (`proxied_syn`, `return_no_socket`, `stranger`, ...).
+    pub counter: String,
 }
 
 impl Default for Metrics {
@@ -96,7 +108,21 @@ impl Metrics {
             designated.clone(),
         );
         registry.register("routers", "Routers answering this engine", routers.clone());
+        let proxy_up = Gauge::default();
+        registry.register(
+            "proxy_up",
+            "1 while the local proxy answers its liveness check",
+            proxy_up.clone(),
+        );
+        let dataplane = Family::<CounterLabels, Counter>::default();
+        registry.register(
+            "dataplane_packets",
+            "Packets the engine data plane counted, by counter",
+            dataplane.clone(),
+        );
         Metrics {
+            proxy_up,
+            dataplane,
             registry,
             messages,
             errors,
@@ -152,6 +178,27 @@ impl Metrics {
     }
 
     /// The text exposition.
+    /// Brings the data-plane counters up to `now` (the program's totals), given what was
+    /// exported before; a total that went down (a new program) starts over from it.
+    pub fn dataplane(&self, now: &BTreeMap<String, u64>, exported: &mut BTreeMap<String, u64>) {
+        for (name, &total) in now {
+            let before = exported.get(name).copied().unwrap_or(0);
+            let delta = if total >= before {
+                total - before
+            } else {
+                total
+            };
+            if delta > 0 {
+                self.dataplane
+                    .get_or_create(&CounterLabels {
+                        counter: name.clone(),
+                    })
+                    .inc_by(delta);
+            }
+            exported.insert(name.clone(), total);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut s = String::new();
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {

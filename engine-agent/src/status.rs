@@ -18,7 +18,12 @@
 //!     "change_number": 2, "assignment_change": 1, "left": false,
 //!     "assignment": { "buckets": [0, 1, ...], "bucket_count": 256, "mask_values": [] },
 //!     "messages_in": { "i_see_you": 12 }, "messages_out": { "here_i_am": 12, "redirect_assign": 1 },
-//!     "errors": { "security": 1 }, "events": { "router_up": 1, "designated": 1 } } ] }
+//!     "errors": { "security": 1 }, "events": { "router_up": 1, "designated": 1 } } ],
+//!   "mode": "wccp+dataplane",
+//!   "dataplane": { "interface": "eth0", "routers": ["192.0.2.1"], "service_ports": [80],
+//!                  "proxy_port": 3129, "return_rules": ["192.0.2.0/24 return"],
+//!                  "counters": { "proxied_syn": 12, "established": 340 }, "last_error": null },
+//!   "proxy": { "state": "up", "since_ms": 5000, "withdrawals": 0, "check": "127.0.0.1:3129" } }
 //! ```
 
 use std::collections::BTreeMap;
@@ -43,6 +48,26 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Errors no service claims (unparsable datagrams, unknown services), by kind.
     pub errors: BTreeMap<String, u64>,
+    /// `wccp+dataplane`, `wccp` (no `[dataplane]`: a proxy that takes GRE itself) or
+    /// `dataplane-only` (`run --dataplane-only`: the proxy speaks WCCP itself).
+    pub mode: &'static str,
+    /// The packet side, when this agent runs it.
+    pub dataplane: Option<crate::dataplane::DataplaneStatus>,
+    /// The local proxy as the liveness check sees it, when it runs.
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// The liveness check of the local proxy: while it fails, the agent is out of its groups.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    /// `up`, `down`, or `unknown` before the first check.
+    pub state: &'static str,
+    /// Milliseconds since the state last changed.
+    pub since_ms: u64,
+    /// Times the agent left its groups because the proxy stopped answering.
+    pub withdrawals: u64,
+    /// Where the check connects.
+    pub check: String,
 }
 
 /// One service group, as `show ip wccp N detail` would tell it from the engine's side.

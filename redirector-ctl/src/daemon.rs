@@ -171,12 +171,32 @@ pub async fn run(
         next_hops: BTreeMap::new(),
         pending: Vec::new(),
     };
+    // Interfaces a previous run attached (pinned links adopted by the data plane) stay as
+    // they are: attaching them again is no error, and no gap.
+    let adopted: Vec<String> = d.plane.interfaces().into_iter().map(|(i, _)| i).collect();
+    for iface in &adopted {
+        info!(iface, "attachment adopted from a previous run");
+    }
     for iface in d.config.exclude.clone() {
         if let Err(e) = d.plane.exclude(&iface) {
             d.plane_failed(&format!("excluding {iface}"), e);
         }
+        if adopted.contains(&iface) {
+            continue;
+        }
+        // Packet return: the engines' GRE comes back on the engine-facing side, which is
+        // the side operators exclude. The program runs there too, decapsulates what the
+        // engines return, and passes everything else (the interface is never redirected
+        // on). Without it, returned packets reach a stack without GRE and are lost.
+        match d.plane.attach(&iface) {
+            Ok(mode) => info!(iface, mode, "attached for packet return only (excluded)"),
+            Err(e) => d.plane_failed(&format!("attaching {iface} for packet return"), e),
+        }
     }
     for iface in d.config.redirect_in.clone() {
+        if adopted.contains(&iface) {
+            continue;
+        }
         // A failure is logged and shown in `show`; the other interfaces still attach.
         let _ = d.attach(&iface);
     }

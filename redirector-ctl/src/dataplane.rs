@@ -196,6 +196,15 @@ pub struct XdpPlane {
     next_hops: BTreeMap<Ipv4Addr, NextHop>,
     /// What the last install held, so that an unchanged next hop costs nothing.
     installed: Option<dp::TableConfig>,
+    /// Per service, the buckets (or mask values) whose owner has changed while this
+    /// controller ran:
+    /// installed sticky, so that TCP flows there follow the connection table (the engine
+    /// that took their SYN, while it is usable) instead of breaking on the new owner.
+    moved: BTreeMap<ServiceId, Vec<bool>>,
+    /// The data plane was adopted from a previous run with a table in force: the first
+    /// table of each service marks every bucket sticky, since that run's moves (and the
+    /// flows its connection table keeps) are unknown here.
+    adopted: bool,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -212,13 +221,69 @@ impl XdpPlane {
     pub fn open(pin_root: &std::path::Path) -> Result<XdpPlane, PlaneError> {
         let root = PinRoot::at(pin_root);
         let redirector = Redirector::open(&root).map_err(|e| e.to_string())?;
+        let adopted = redirector.control().flags & redirector_ebpf::layout::CONTROL_ENABLED != 0;
         Ok(XdpPlane {
             redirector: Some(redirector),
             services: BTreeMap::new(),
             engines: Vec::new(),
             next_hops: BTreeMap::new(),
             installed: None,
+            moved: BTreeMap::new(),
+            adopted,
         })
+    }
+
+    /// [`compile`], with the moved buckets of each hash service marked sticky.
+    fn compiled(&self) -> (dp::TableConfig, Vec<Ipv4Addr>) {
+        let (mut config, engines) = compile(&self.services, &self.next_hops);
+        for svc in &mut config.services {
+            let id = self
+                .moved
+                .iter()
+                .find(|(k, _)| k.id == svc.id && k.dynamic == svc.dynamic)
+                .map(|(_, m)| m);
+            let slots = match &mut svc.assignment {
+                dp::Assignment::Hash(slots) => slots,
+                dp::Assignment::Mask { values, .. } => values,
+            };
+            if let Some(moved) = id {
+                for (slot, m) in slots.iter_mut().zip(moved) {
+                    slot.sticky = *m && slot.engine.is_some();
+                }
+            }
+        }
+        (config, engines)
+    }
+
+    /// Marks the buckets (or mask values) of `service` whose owner `table` changes.
+    fn note_moves(&mut self, service: ServiceId, table: &Table) {
+        let Some((mask, new)) = slot_owners(table) else {
+            return;
+        };
+        let old = self
+            .services
+            .get(&service)
+            .and_then(|(_, t)| slot_owners(t));
+        let Some((old_mask, old)) = old else {
+            if self.adopted && !self.moved.contains_key(&service) {
+                self.moved.insert(service, vec![true; new.len()]);
+            }
+            return;
+        };
+        let moved = self
+            .moved
+            .entry(service)
+            .or_insert_with(|| vec![false; new.len()]);
+        if old_mask != mask || old.len() != new.len() || moved.len() != new.len() {
+            // Another mask (or method): every flow may have moved.
+            *moved = vec![true; new.len()];
+            return;
+        }
+        for (i, (o, n)) in old.iter().zip(&new).enumerate() {
+            if o.is_some() && o != n {
+                moved[i] = true;
+            }
+        }
     }
 
     fn redirector(&mut self) -> Result<&mut Redirector, PlaneError> {
@@ -228,7 +293,7 @@ impl XdpPlane {
     }
 
     fn install(&mut self) -> Result<(), PlaneError> {
-        let (config, engines) = compile(&self.services, &self.next_hops);
+        let (config, engines) = self.compiled();
         let table = config.compile().map_err(|e| e.to_string())?;
         // Forget what was installed until this one is: a failed install is retried whole.
         self.installed = None;
@@ -238,6 +303,41 @@ impl XdpPlane {
         self.engines = engines;
         self.installed = Some(config);
         Ok(())
+    }
+}
+
+/// The owner (if any) of each data-plane slot.
+type SlotOwners = Vec<Option<Ipv4Addr>>;
+
+/// The owner of each data-plane slot of `table` (hash: 256 buckets; mask: the values in
+/// the order of `Mask::values`, as [`compile`] lays them out) and, for a mask, its fields.
+fn slot_owners(table: &Table) -> Option<(Option<[u32; 4]>, SlotOwners)> {
+    match &table.assignment {
+        Assignment::Hash(t) => Some((None, t.buckets().iter().map(|b| b.owner).collect())),
+        Assignment::Mask(rules) => {
+            let rule = rules.first()?;
+            let m = &rule.mask;
+            let mask = Mask::new(m.src_addr, m.dst_addr, m.src_port, m.dst_port).ok()?;
+            let owners = mask
+                .values()
+                .map(|v| {
+                    rule.values
+                        .iter()
+                        .find(|x| {
+                            (x.src_addr, x.dst_addr, x.src_port, x.dst_port)
+                                == (v.src_addr, v.dst_addr, v.src_port, v.dst_port)
+                        })
+                        .map(|x| x.engine)
+                })
+                .collect();
+            let key = [
+                m.src_addr,
+                m.dst_addr,
+                u32::from(m.src_port),
+                u32::from(m.dst_port),
+            ];
+            Some((Some(key), owners))
+        }
     }
 }
 
@@ -364,6 +464,7 @@ impl DataPlane for XdpPlane {
         definition: Option<&ServiceInfo>,
         table: &Table,
     ) -> Result<(), PlaneError> {
+        self.note_moves(service, table);
         self.services
             .insert(service, (definition.cloned(), table.clone()));
         self.install()
@@ -459,7 +560,7 @@ impl DataPlane for XdpPlane {
         if self.services.is_empty() || self.redirector.is_none() {
             return Ok(());
         }
-        let (config, _) = compile(&self.services, &self.next_hops);
+        let (config, _) = self.compiled();
         if self.installed.as_ref() == Some(&config) {
             return Ok(());
         }
@@ -510,6 +611,136 @@ mod tests {
             neighbour: Some("reachable"),
             reason: None,
         }
+    }
+
+    #[test]
+    fn buckets_that_change_owner_are_installed_sticky() {
+        let other = Ipv4Addr::new(10, 2, 0, 3);
+        let mut plane = XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: [(E, hop(None)), (other, hop(None))].into(),
+            installed: None,
+            moved: BTreeMap::new(),
+            adopted: false,
+        };
+        let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
+        // First program: nothing moved.
+        plane.note_moves(id, &table);
+        plane.services.insert(id, (def.clone(), table.clone()));
+        let sticky = |p: &XdpPlane| -> Vec<usize> {
+            let (cfg, _) = p.compiled();
+            match &cfg.services[0].assignment {
+                dp::Assignment::Hash(slots) => {
+                    (0..slots.len()).filter(|&i| slots[i].sticky).collect()
+                }
+                _ => panic!("hash"),
+            }
+        };
+        assert!(sticky(&plane).is_empty());
+        // Buckets 0..128 move to the other engine: those become sticky, and stay so.
+        let mut split = table.clone();
+        let Assignment::Hash(b) = &mut split.assignment else {
+            unreachable!()
+        };
+        for i in 0..128u8 {
+            b.set_owner(i, Some(other));
+        }
+        split.engines.push(EngineRoute {
+            address: other,
+            forwarding: ForwardingMethods::GRE,
+            returns: ReturnMethods::GRE,
+        });
+        plane.note_moves(id, &split);
+        plane.services.insert(id, (def.clone(), split.clone()));
+        assert_eq!(sticky(&plane), (0..128).collect::<Vec<_>>());
+        plane.note_moves(id, &split);
+        plane.services.insert(id, (def, split));
+        assert_eq!(sticky(&plane), (0..128).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_adopted_plane_installs_its_first_tables_all_sticky() {
+        let mut plane = XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: [(E, hop(None))].into(),
+            installed: None,
+            moved: BTreeMap::new(),
+            adopted: true,
+        };
+        let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
+        plane.note_moves(id, &table);
+        plane.services.insert(id, (def, table));
+        let (cfg, _) = plane.compiled();
+        let dp::Assignment::Hash(slots) = &cfg.services[0].assignment else {
+            panic!("hash")
+        };
+        assert!(slots.iter().all(|s| s.sticky));
+    }
+
+    #[test]
+    fn mask_values_that_change_owner_are_installed_sticky() {
+        use wccp::proto::{MaskEntry, MaskRule};
+        use wccp::wire::MaskElement;
+        let other = Ipv4Addr::new(10, 2, 0, 3);
+        let rule = |owner: &dyn Fn(u16) -> Ipv4Addr| MaskRule {
+            mask: MaskElement {
+                src_port: 0x3,
+                ..MaskElement::default()
+            },
+            values: (0..4u16)
+                .map(|v| MaskEntry {
+                    src_addr: 0,
+                    dst_addr: 0,
+                    src_port: v,
+                    dst_port: 0,
+                    engine: owner(v),
+                })
+                .collect(),
+        };
+        let table = |owner: &dyn Fn(u16) -> Ipv4Addr| Table {
+            assignment: Assignment::Mask(vec![rule(owner)]),
+            engines: [E, other]
+                .iter()
+                .map(|a| EngineRoute {
+                    address: *a,
+                    forwarding: ForwardingMethods::GRE,
+                    returns: ReturnMethods::GRE,
+                })
+                .collect(),
+        };
+        let mut plane = XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: [(E, hop(None)), (other, hop(None))].into(),
+            installed: None,
+            moved: BTreeMap::new(),
+            adopted: false,
+        };
+        let id = ServiceId {
+            dynamic: true,
+            id: 90,
+        };
+        let def = ServiceInfo::dynamic(90, 0, 6, wccp::wire::ServiceFlags::PORTS_DEFINED, &[80]);
+        for t in [table(&|_| E), table(&|v| if v >= 2 { other } else { E })] {
+            plane.note_moves(id, &t);
+            plane.services.insert(id, (Some(def.clone()), t));
+        }
+        let (cfg, _) = plane.compiled();
+        let dp::Assignment::Mask { mask, values } = &cfg.services[0].assignment else {
+            panic!("mask")
+        };
+        let sticky: Vec<u16> = mask
+            .values()
+            .zip(values)
+            .filter(|(_, s)| s.sticky)
+            .map(|(v, _)| v.src_port)
+            .collect();
+        assert_eq!(sticky, vec![2, 3]);
     }
 
     #[test]

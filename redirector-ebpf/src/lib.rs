@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod btf;
+pub mod engine_plane;
 pub mod layout;
 pub mod lifecycle;
 mod loader;
