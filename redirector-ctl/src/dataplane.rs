@@ -257,6 +257,7 @@ fn compile(
                 // next hop (egress interface, MACs, router address on that side) is
                 // resolved through netlink. Until then its buckets fail open.
                 usable: false,
+                ..dp::EngineConfig::default()
             });
             Some(i)
         };
@@ -321,12 +322,14 @@ fn compile(
                 vec![80]
             },
             assignment,
+            ..dp::ServiceConfig::default()
         });
     }
     (
         dp::TableConfig {
             services: out,
             engines: engine_cfgs,
+            ..dp::TableConfig::default()
         },
         engines,
     )

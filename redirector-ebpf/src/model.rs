@@ -9,20 +9,31 @@
 //! 2. IPv4 header: version, IHL, total length within the frame; otherwise malformed.
 //! 3. Control record: not enabled: pass. The generation picks the table slot.
 //! 4. GRE from an engine address: packet return (decapsulate WCCP GRE, pass).
-//! 5. Interface flags: excluded, or engine-facing: pass.
-//! 6. Fragments (first or not): pass; a flow's fragments must not split.
-//! 7. TCP or UDP header (ports; TCP flags); other protocols: no service.
-//! 8. Service: the best of the services matching the destination port, the source port,
-//!    or any port of the protocol.
-//! 9. Source is an engine (its own connection): pass.
-//! 10. Bucket (hash, with the alternate hash when the bucket says so) or mask value;
+//! 5. Interface flags: excluded: pass.
+//! 6. A TCP SYN-ACK (not a fragment) whose source port is served by a service redirected
+//!    in GRE (the best of those matching it as a destination port or any port): its MSS
+//!    option is lowered to the table's clamp, checksum updated; processing goes on with
+//!    the clamped frame. Before the engine-facing check, because the engines' SYN-ACKs
+//!    arrive there.
+//! 7. Source MAC of an L2-return engine (behind a bit filter), source address not the
+//!    engine's own: returned, pass.
+//! 8. Engine-facing interface: pass.
+//! 9. Fragments (first or not): pass; a flow's fragments must not split.
+//! 10. TCP or UDP header (ports; TCP flags); other protocols: no service.
+//! 11. Service: the best of the services matching the destination port, the source port,
+//!     or any port of the protocol.
+//! 12. Source is an engine (its own connection): pass.
+//! 13. Lists, for services that have them: the source or destination in the skip list, or
+//!     a redirect list that holds neither: pass.
+//! 14. Bucket (hash, with the alternate hash when the bucket says so) or mask value;
 //!     unassigned: fail open.
-//! 11. TCP non-SYN in a sticky bucket: the engine remembered at the flow's SYN, while it
+//! 15. TCP non-SYN in a sticky bucket: the engine remembered at the flow's SYN, while it
 //!     is usable.
-//! 12. Engine not usable, or heartbeat stale: fail open.
-//! 13. GRE and too big for the engine's MTU: fail open (counted apart with DF set).
-//! 14. A SYN (without ACK) records its engine in the connection table.
-//! 15. L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
+//! 16. Engine not usable, or heartbeat stale: fail open.
+//! 17. GRE and too big for the engine's MTU: DF clear, fail open; DF set, answer with
+//!     ICMP fragmentation needed out of the ingress interface.
+//! 18. A SYN (without ACK) records its engine in the connection table.
+//! 19. L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
 //!     outer IPv4 (TOS and DF copied, TTL 64, id 0) + GRE 0x883E + redirect header.
 
 use std::collections::HashMap;
@@ -31,11 +42,13 @@ use crate::layout::{
     ConnEntry, Control, Counters, FlowKey, BUCKETS, BUCKET_ALTERNATE, BUCKET_ASSIGNED,
     BUCKET_STICKY, CONTROL_ENABLED, ENGINE_USABLE, IFACE_ENGINE_FACING, IFACE_EXCLUDED,
     MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES, METHOD_GRE, METHOD_L2, PORTS,
-    SERVICE_DYNAMIC, SERVICE_MASK, STATS_ENGINE_BASE, STATS_ENGINE_CONN_HITS,
-    STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES, STATS_PER_ENGINE,
-    STATS_PER_SERVICE, STATS_SERVICE_BASE, STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED,
+    PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC, SERVICE_LISTS, SERVICE_MASK,
+    SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE, STATS_ENGINE_CONN_HITS,
+    STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES, STATS_MSS_CLAMPED,
+    STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE, STATS_SERVICE_FAILED_OPEN,
+    STATS_SERVICE_REDIRECTED, STATS_SERVICE_SKIPPED,
 };
-use crate::table::{filter_position, Table};
+use crate::table::{filter_position, mac_filter_position, Table};
 
 /// Why a packet got its verdict; the index of its counter in `stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,7 +78,8 @@ pub enum Reason {
     Heartbeat = 10,
     /// Too big for GRE, DF clear: forwarded unredirected.
     TooBig = 11,
-    /// Too big for GRE, DF set: forwarded unredirected (ICMP not yet).
+    /// Too big for GRE, DF set: answered with ICMP fragmentation needed (XDP_TX), so
+    /// that the sender lowers its path MTU.
     TooBigDf = 12,
     /// Redirected in GRE.
     RedirectGre = 13,
@@ -77,11 +91,18 @@ pub enum Reason {
     ReturnBad = 16,
     /// `bpf_xdp_adjust_head` refused (never in the model).
     AdjustFailed = 17,
+    /// From the MAC of an engine that returns at L2 (and not from its own address):
+    /// forwarded, never redirected again.
+    ReturnL2 = 18,
+    /// The service's skip list holds the source or the destination.
+    ListSkip = 19,
+    /// The service has a redirect list that holds neither address.
+    NotListed = 20,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 21] = [
         Reason::NotIpv4,
         Reason::Malformed,
         Reason::Disabled,
@@ -100,6 +121,9 @@ impl Reason {
         Reason::ReturnGre,
         Reason::ReturnBad,
         Reason::AdjustFailed,
+        Reason::ReturnL2,
+        Reason::ListSkip,
+        Reason::NotListed,
     ];
 
     /// The reason with counter index `index`.
@@ -181,6 +205,7 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_GRE: u8 = 47;
+const IPPROTO_ICMP: u8 = 1;
 const IP_MF_OFFSET: u16 = 0x3fff;
 const IP_DF: u16 = 0x4000;
 const TCP_SYN: u8 = 0x02;
@@ -253,6 +278,71 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// RFC 1624's incremental update (eqn. 3) of a checksum for one 16-bit word changed
+/// from `old` to `new`: `~(~check + ~old + new)`, the arithmetic the C program does.
+pub fn checksum_replace(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Bytes of IP packet the ICMP answer needs in the frame: the C program's checksum reads
+/// a fixed window of 76 bytes (ICMP header, the longest IP header, 8 bytes) that starts
+/// 8 bytes before the original IP header. A compiled table's MTU (at least 96) makes
+/// every too-big packet longer than that.
+const ICMP_QUOTE_MIN: usize = 68;
+/// TOS of the ICMP answer: precedence "internetwork control", as hosts send errors.
+const ICMP_TOS: u8 = 0xc0;
+
+/// The ICMP fragmentation-needed (type 3 code 4) answer to a DF packet too big for its
+/// engine's path, as the C program writes it: back to the sender on the Ethernet it came
+/// by (MACs swapped, VLAN tags kept), from the router's address on the engine's side,
+/// announcing the engine's MTU less GRE's 28 bytes, quoting the IP header and the first 8
+/// bytes of payload (RFC 792). The client's stack lowers its path MTU and resends.
+pub fn frag_needed(frame: &[u8], l3: usize, ihl: usize, router_addr: u32, mtu: u16) -> Vec<u8> {
+    let quote = &frame[l3..l3 + ihl + 8];
+    let mut out = Vec::with_capacity(l3 + 28 + quote.len());
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    out.extend_from_slice(&frame[12..l3]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[1] = ICMP_TOS;
+    ip[2..4].copy_from_slice(&((28 + quote.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = IPPROTO_ICMP;
+    ip[12..16].copy_from_slice(&router_addr.to_ne_bytes());
+    ip[16..20].copy_from_slice(&frame[l3 + 12..l3 + 16]);
+    let check = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&ip);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&(mtu - GRE_OVERHEAD as u16).to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let check = ipv4_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&icmp);
+    out
+}
+
+impl Table {
+    /// What the `prefixes` trie answers for `addr` (host order) under the service at
+    /// `rank`: the value of the longest listed prefix that contains it, 0 for none.
+    pub fn prefix_kinds(&self, rank: usize, addr: u32) -> u32 {
+        self.prefixes
+            .iter()
+            .filter(|(k, _)| usize::from(k.rank) == rank)
+            .filter(|(k, _)| {
+                let len = k.prefixlen - PREFIX_KEY_BITS;
+                let net = u32::from_be(k.addr);
+                len == 0 || (addr ^ net) >> (32 - len) == 0
+            })
+            .max_by_key(|(k, _)| k.prefixlen)
+            .map_or(0, |&(_, v)| v)
+    }
 }
 
 impl Dataplane {
@@ -366,6 +456,38 @@ impl Dataplane {
         if iface & IFACE_EXCLUDED != 0 {
             return pass(self, Reason::Excluded);
         }
+
+        // From here on the frame may carry a clamped MSS: every outcome uses it.
+        let mut frame = frame.to_vec();
+        if protocol == IPPROTO_TCP && !frag {
+            let th = l3 + ihl;
+            if self.clamp_synack(&mut frame, th, slot) {
+                self.count(STATS_MSS_CLAMPED, bytes);
+            }
+        }
+        let frame = frame;
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.clone(), bytes);
+        let ip = &frame[l3..];
+
+        {
+            let table = &self.slots[slot];
+            let mac: [u8; 6] = frame[6..12].try_into().expect("14-byte header checked");
+            let (word, bit) = mac_filter_position(&mac);
+            if table.mac_filter[word] >> bit & 1 == 1 {
+                let found = table.engine_macs.iter().find(|(m, _)| *m == mac);
+                if let Some(&(_, engine)) = found {
+                    let idx = engine as usize & (MAX_ENGINES - 1);
+                    if table.engines[idx].addr != saddr_ne {
+                        self.count(
+                            STATS_ENGINE_BASE + idx * STATS_PER_ENGINE + STATS_ENGINE_RETURNED,
+                            bytes,
+                        );
+                        return pass(self, Reason::ReturnL2);
+                    }
+                }
+            }
+        }
+
         if iface & IFACE_ENGINE_FACING != 0 {
             return pass(self, Reason::EngineFacing);
         }
@@ -403,6 +525,29 @@ impl Dataplane {
 
         let svc = table.services[rank];
         let service = svc.service_id;
+        if svc.options & SERVICE_LISTS != 0 {
+            let mut kinds = table.prefix_kinds(rank, daddr);
+            if kinds & PREFIX_SKIP == 0 {
+                kinds |= table.prefix_kinds(rank, saddr);
+            }
+            let skipped = if kinds & PREFIX_SKIP != 0 {
+                Some(Reason::ListSkip)
+            } else if svc.options & SERVICE_REDIRECT_LIST != 0 && kinds & PREFIX_REDIRECT == 0 {
+                Some(Reason::NotListed)
+            } else {
+                None
+            };
+            if let Some(reason) = skipped {
+                self.count(
+                    STATS_SERVICE_BASE
+                        + usize::from(service) * STATS_PER_SERVICE
+                        + STATS_SERVICE_SKIPPED,
+                    bytes,
+                );
+                return pass(self, reason);
+            }
+        }
+        let table = &self.slots[slot];
         let svc_base = rank * BUCKETS;
         let mask = svc.options & SERVICE_MASK != 0;
         let primary = if mask {
@@ -412,7 +557,7 @@ impl Dataplane {
         };
         let b = table.buckets[svc_base + usize::from(primary)];
         if b.flags & BUCKET_ASSIGNED == 0 {
-            return self.fail_open(Reason::Unassigned, service, frame, bytes);
+            return self.fail_open(Reason::Unassigned, service, &frame, bytes);
         }
         let mut engine = usize::from(b.engine);
         let sticky = b.flags & BUCKET_STICKY != 0;
@@ -422,7 +567,7 @@ impl Dataplane {
             secondary = fold(hash_key(svc.flags >> 8, saddr, daddr, sport, dport));
             let b2 = table.buckets[svc_base + usize::from(secondary)];
             if b2.flags & BUCKET_ASSIGNED == 0 {
-                return self.fail_open(Reason::Unassigned, service, frame, bytes);
+                return self.fail_open(Reason::Unassigned, service, &frame, bytes);
             }
             engine = usize::from(b2.engine);
         }
@@ -455,7 +600,7 @@ impl Dataplane {
             );
         }
         if eng.flags & ENGINE_USABLE == 0 {
-            return self.fail_open(Reason::EngineDown, service, frame, bytes);
+            return self.fail_open(Reason::EngineDown, service, &frame, bytes);
         }
         if now_jiffies
             > self
@@ -463,16 +608,20 @@ impl Dataplane {
                 .heartbeat_jiffies
                 .wrapping_add(self.control.grace_jiffies)
         {
-            return self.fail_open(Reason::Heartbeat, service, frame, bytes);
+            return self.fail_open(Reason::Heartbeat, service, &frame, bytes);
         }
         if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
         {
-            let reason = if frag_off & IP_DF != 0 {
-                Reason::TooBigDf
-            } else {
-                Reason::TooBig
-            };
-            return self.fail_open(reason, service, frame, bytes);
+            if frag_off & IP_DF == 0 {
+                return self.fail_open(Reason::TooBig, service, &frame, bytes);
+            }
+            // The C program needs the quote and the words its checksum loop reads in
+            // the frame; a compiled table's MTU (>= 96) always leaves them there.
+            if ip.len() < ICMP_QUOTE_MIN {
+                return self.fail_open(Reason::TooBigDf, service, &frame, bytes);
+            }
+            let out = frag_needed(&frame, l3, ihl, eng.router_addr, eng.mtu);
+            return self.finish(Verdict::Tx, Reason::TooBigDf, out, bytes);
         }
         if syn {
             self.conns.insert(
@@ -485,7 +634,7 @@ impl Dataplane {
         }
 
         let (out, reason) = if eng.method == METHOD_L2 {
-            let mut out = frame.to_vec();
+            let mut out = frame.clone();
             out[..6].copy_from_slice(&eng.dst_mac);
             out[6..12].copy_from_slice(&eng.src_mac);
             (out, Reason::RedirectL2)
@@ -534,6 +683,78 @@ impl Dataplane {
             Verdict::Redirect(eng.ifindex)
         };
         self.finish(verdict, reason, out, bytes)
+    }
+
+    /// Step 6: lowers the MSS option of a SYN-ACK whose source port is served by a
+    /// clamped service (the best of those matching it as a destination port or any
+    /// port), in place, with the TCP checksum updated incrementally. Whether it did.
+    fn clamp_synack(&self, frame: &mut [u8], th: usize, slot: usize) -> bool {
+        let table = &self.slots[slot];
+        let clamp = table.header.mss_clamp;
+        let Some(tcp) = frame.get(th..th + 20) else {
+            return false;
+        };
+        if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK || clamp == 0 {
+            return false;
+        }
+        let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let pref = table.ports[usize::from(sport)]
+            .dst_pref
+            .max(table.header.any_pref[0]);
+        if pref == 0 || usize::from(pref) > MAX_SERVICES {
+            return false;
+        }
+        let svc = table.services[MAX_SERVICES - usize::from(pref)];
+        if svc.options & SERVICE_MSS_CLAMP == 0 {
+            return false;
+        }
+        let doff = usize::from(tcp[12] >> 4) * 4;
+        if doff <= 20 || th + doff > frame.len() {
+            return false;
+        }
+        let opts = &frame[th..th + doff];
+        let mut off = 20;
+        while off < doff {
+            let kind = opts[off];
+            if kind == 0 {
+                return false;
+            }
+            if kind == 1 {
+                off += 1;
+                continue;
+            }
+            if off + 2 > doff {
+                return false;
+            }
+            let len = usize::from(opts[off + 1]);
+            if len < 2 {
+                return false;
+            }
+            if kind == 2 && len == 4 {
+                if off + 4 > doff {
+                    return false;
+                }
+                let mss = u16::from_be_bytes([opts[off + 2], opts[off + 3]]);
+                if mss <= clamp {
+                    return false;
+                }
+                let at = th + off + 2;
+                frame[at..at + 2].copy_from_slice(&clamp.to_be_bytes());
+                let check = u16::from_be_bytes([frame[th + 16], frame[th + 17]]);
+                // A field at an odd offset straddles two checksum words, its bytes
+                // swapped in the sum.
+                let (old, new) = if (off + 2) % 2 == 1 {
+                    (mss.swap_bytes(), clamp.swap_bytes())
+                } else {
+                    (mss, clamp)
+                };
+                let check = checksum_replace(check, old, new);
+                frame[th + 16..th + 18].copy_from_slice(&check.to_be_bytes());
+                return true;
+            }
+            off += len;
+        }
+        false
     }
 
     /// Step 4: GRE from an engine.

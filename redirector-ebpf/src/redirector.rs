@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -21,14 +21,29 @@ use aya::{
 
 use crate::{
     layout::{
-        BucketEntry, ConnEntry, Control, Counters, EngineEntry, EngineKey, FlowKey, PortEntry,
-        ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS, MAX_ENGINES,
-        MAX_IFINDEX, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS, STATS_ENTRIES,
+        BucketEntry, ConnEntry, Control, Counters, EngineEntry, EngineKey, FlowKey, MacKey,
+        PortEntry, PrefixKey, ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS,
+        MAX_ENGINES, MAX_IFINDEX, MAX_PREFIXES, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS,
+        STATS_ENTRIES,
     },
     lifecycle::{tick_hz, PinRoot, PinRootError},
     table::Table,
     EbpfObject, LoadError,
 };
+
+/// The bits of a `prefixes` key after its length, in aya's shape (`lpm_trie::Key` holds
+/// the length): [`PrefixKey`] without `prefixlen`, whose layout the tests check.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct PrefixData {
+    slot: u8,
+    rank: u8,
+    reserved: [u8; 2],
+    addr: u32,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding (1 + 1 + 2 + 4, the tail of PrefixKey).
+unsafe impl Pod for PrefixData {}
 
 /// The LRU connection table's size (`conns` in redirect.c).
 const CONNS: usize = 65536;
@@ -36,7 +51,7 @@ const CONNS: usize = 65536;
 /// Every map of the redirect object with the (key size, value size, max entries) this
 /// code was built for. A pinned map is reused only when it matches, so a controller of
 /// another build never reads or writes a map whose layout it does not know.
-const MAPS: [(&str, usize, usize, usize); 11] = {
+const MAPS: [(&str, usize, usize, usize); 14] = {
     use std::mem::size_of;
     [
         ("control", 4, size_of::<Control>(), 1),
@@ -68,6 +83,9 @@ const MAPS: [(&str, usize, usize, usize); 11] = {
             4,
             SLOTS * MAX_ENGINES,
         ),
+        ("mac_filter", 4, 8, SLOTS * FILTER_WORDS),
+        ("engine_macs", size_of::<MacKey>(), 4, SLOTS * MAX_ENGINES),
+        ("prefixes", size_of::<PrefixKey>(), 4, SLOTS * MAX_PREFIXES),
         ("conns", size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNS),
         ("stats", 4, size_of::<Counters>(), STATS_ENTRIES),
     ]
@@ -560,6 +578,13 @@ impl Redirector {
             &new.filter,
         )?;
         diff(
+            &mut self.array("mac_filter")?,
+            "mac_filter",
+            s * FILTER_WORDS as u32,
+            &old.mac_filter,
+            &new.mac_filter,
+        )?;
+        diff(
             &mut self.array("tables")?,
             "tables",
             s,
@@ -603,6 +628,111 @@ impl Redirector {
             if !old.engine_addrs.contains(&(addr, index)) {
                 addrs
                     .insert(EngineKey { slot, addr }, index, 0)
+                    .map_err(map_err(name))?;
+            }
+        }
+        self.write_engine_macs(slot, old, new)?;
+        self.write_prefixes(slot, old, new)
+    }
+
+    fn write_engine_macs(
+        &mut self,
+        slot: u32,
+        old: &Table,
+        new: &Table,
+    ) -> Result<(), RedirectorError> {
+        let name = "engine_macs";
+        let map = self
+            .object
+            .ebpf_mut()
+            .map_mut(name)
+            .ok_or(RedirectorError::MissingMap(name))?;
+        let mut macs: HashMap<&mut MapData, MacKey, u32> =
+            HashMap::try_from(map).map_err(map_err(name))?;
+        let key = |mac| MacKey {
+            slot,
+            mac,
+            reserved: [0; 2],
+        };
+        let stale: Vec<MacKey> = if old.is_poisoned() {
+            macs.keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err(name))?
+                .into_iter()
+                .filter(|k| k.slot == slot)
+                .collect()
+        } else {
+            old.engine_macs.iter().map(|&(m, _)| key(m)).collect()
+        };
+        for k in stale {
+            if !new.engine_macs.iter().any(|&(m, _)| m == k.mac) {
+                match macs.remove(&k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
+        for &entry in &new.engine_macs {
+            if !old.engine_macs.contains(&entry) {
+                macs.insert(key(entry.0), entry.1, 0)
+                    .map_err(map_err(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_prefixes(
+        &mut self,
+        slot: u32,
+        old: &Table,
+        new: &Table,
+    ) -> Result<(), RedirectorError> {
+        let name = "prefixes";
+        let map = self
+            .object
+            .ebpf_mut()
+            .map_mut(name)
+            .ok_or(RedirectorError::MissingMap(name))?;
+        let mut trie: LpmTrie<&mut MapData, PrefixData, u32> =
+            LpmTrie::try_from(map).map_err(map_err(name))?;
+        let key = |k: &PrefixKey| {
+            lpm_trie::Key::new(
+                k.prefixlen,
+                PrefixData {
+                    slot: slot as u8,
+                    rank: k.rank,
+                    reserved: [0; 2],
+                    addr: k.addr,
+                },
+            )
+        };
+        let wanted = |k: &lpm_trie::Key<PrefixData>| {
+            let d = k.data();
+            new.prefixes
+                .iter()
+                .any(|(n, _)| (n.prefixlen, n.rank, n.addr) == (k.prefix_len(), d.rank, d.addr))
+        };
+        let stale: Vec<lpm_trie::Key<PrefixData>> = if old.is_poisoned() {
+            trie.keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err(name))?
+                .into_iter()
+                .filter(|k| u32::from(k.data().slot) == slot)
+                .collect()
+        } else {
+            old.prefixes.iter().map(|(k, _)| key(k)).collect()
+        };
+        for k in stale {
+            if !wanted(&k) {
+                match trie.remove(&k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
+        for entry in &new.prefixes {
+            if !old.prefixes.contains(entry) {
+                trie.insert(&key(&entry.0), entry.1, 0)
                     .map_err(map_err(name))?;
             }
         }
@@ -709,6 +839,7 @@ fn check_maps(object: &mut EbpfObject) -> Result<(), RedirectorError> {
             aya::maps::Map::Array(m)
             | aya::maps::Map::HashMap(m)
             | aya::maps::Map::LruHashMap(m)
+            | aya::maps::Map::LpmTrie(m)
             | aya::maps::Map::PerCpuArray(m) => m,
             _ => return Err(RedirectorError::MissingMap(name)),
         };

@@ -211,6 +211,7 @@ fn table(service: u8, engine: Ipv4Addr, engine_mac: [u8; 6], r1: (u32, [u8; 6]))
                 };
                 256
             ]),
+            ..ServiceConfig::default()
         }],
         engines: vec![EngineConfig {
             addr: engine,
@@ -221,7 +222,9 @@ fn table(service: u8, engine: Ipv4Addr, engine_mac: [u8; 6], r1: (u32, [u8; 6]))
             mtu: 1500,
             method: Method::Gre,
             usable: true,
+            ..EngineConfig::default()
         }],
+        ..TableConfig::default()
     }
 }
 

@@ -97,6 +97,7 @@ fn one_service_config(method: Method) -> TableConfig {
                 };
                 256
             ]),
+            ..ServiceConfig::default()
         }],
         engines: vec![EngineConfig {
             addr: Ipv4Addr::new(10, 0, 0, 2),
@@ -107,7 +108,9 @@ fn one_service_config(method: Method) -> TableConfig {
             mtu: 1500,
             method,
             usable: true,
+            ..EngineConfig::default()
         }],
+        ..TableConfig::default()
     }
 }
 

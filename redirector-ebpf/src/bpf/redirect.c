@@ -22,6 +22,15 @@
 #define IP_OFFSET 0x1fff
 #define TCP_SYN 0x02
 #define TCP_ACK 0x10
+#define IPPROTO_ICMP_ 1
+#define ICMP_DEST_UNREACH_ 3
+#define ICMP_FRAG_NEEDED_ 4
+/* Precedence "internetwork control", as hosts send ICMP errors. */
+#define ICMP_TOS 0xc0
+/* IP bytes an ICMP answer needs in the frame (see frag_needed). */
+#define ICMP_QUOTE_MIN 68
+/* Bytes the ICMP checksum reads: header, the longest IP header, 8 bytes. */
+#define ICMP_SUM_WINDOW 76
 /* Outer IPv4 + GRE + redirect header. */
 #define GRE_OVERHEAD 28
 #define ENCAP_LEN (14 + GRE_OVERHEAD)
@@ -88,6 +97,28 @@ struct {
 	__type(key, struct redirector_engine_key);
 	__type(value, __u32);
 } engine_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SLOTS * FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} mac_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SLOTS * MAX_ENGINES);
+	__type(key, struct redirector_mac_key);
+	__type(value, __u32);
+} engine_macs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SLOTS * MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct redirector_prefix_key);
+	__type(value, __u32);
+} prefixes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -204,6 +235,184 @@ static __always_inline __u16 ipv4_checksum(const struct ipv4 *ip)
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return ~sum & 0xffff;
+}
+
+/* A service's packet that its lists keep from redirection. */
+static __always_inline int skipped(__u32 reason, __u8 service_id, __u64 bytes)
+{
+	count(STATS_SERVICE_BASE + (__u32)service_id * STATS_PER_SERVICE +
+		      STATS_SERVICE_SKIPPED,
+	      bytes);
+	return done(XDP_PASS, reason, bytes);
+}
+
+/* RFC 1624 eqn. 3: the checksum after one 16-bit word changed from old to new. */
+static __always_inline __u16 checksum_replace(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (~check & 0xffff) + (~old & 0xffff) + new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum & 0xffff;
+}
+
+/*
+ * A SYN-ACK whose source port a GRE-redirected service serves (the best of the
+ * services matching it as a destination port or any port): lowers its MSS
+ * option to the slot's clamp, so that the client's segments still fit the
+ * engine's path once GRE adds 28 bytes. th: the TCP header, 20 bytes of it
+ * checked. Returns whether it changed the segment.
+ */
+static __always_inline int clamp_synack(__u8 *th, void *data_end, __u32 slot)
+{
+	struct redirector_table *tab = bpf_map_lookup_elem(&tables, &slot);
+	struct redirector_service *svc;
+	struct redirector_port *pe;
+	__u32 pref = NO_SERVICE_PREF, key, doff, off = 20;
+	__u16 clamp;
+
+	if (!tab || !tab->mss_clamp)
+		return 0;
+	clamp = tab->mss_clamp;
+	key = slot * PORT_PROTOCOLS * PORTS + (((__u32)th[0] << 8) | th[1]);
+	pe = bpf_map_lookup_elem(&ports, &key);
+	if (pe)
+		pref = pe->dst_pref;
+	if (tab->any_pref[0] > pref)
+		pref = tab->any_pref[0];
+	if (pref == NO_SERVICE_PREF || pref > MAX_SERVICES)
+		return 0;
+	key = slot * MAX_SERVICES + (MAX_SERVICES - pref);
+	svc = bpf_map_lookup_elem(&services, &key);
+	if (!svc || !(svc->options & SERVICE_MSS_CLAMP))
+		return 0;
+	doff = (th[12] >> 4) * 4;
+	if (doff <= 20 || (void *)(th + doff) > data_end)
+		return 0;
+
+	/* No step counter: off grows by at least one byte per step and stays
+	 * below doff <= 60, which bounds the loop for the verifier, and a counter
+	 * would keep it from pruning the states of equal offsets. */
+	while (off < doff) {
+		__u8 *p = th + (off & 63);
+		__u32 len;
+
+		if ((void *)(p + 1) > data_end)
+			return 0;
+		if (p[0] == 0)
+			return 0;
+		if (p[0] == 1) {
+			off += 1;
+			continue;
+		}
+		if (off + 2 > doff || (void *)(p + 2) > data_end)
+			return 0;
+		len = p[1];
+		if (len < 2)
+			return 0;
+		if (p[0] == 2 && len == 4) {
+			__u16 mss, old, new;
+
+			if (off + 4 > doff || (void *)(p + 4) > data_end)
+				return 0;
+			mss = ((__u16)p[2] << 8) | p[3];
+			if (mss <= clamp)
+				return 0;
+			p[2] = clamp >> 8;
+			p[3] = clamp & 0xff;
+			/* At an odd offset the field straddles two checksum words,
+			 * its bytes swapped in the sum. */
+			if (off & 1) {
+				old = (mss >> 8) | (mss << 8);
+				new = (clamp >> 8) | (clamp << 8);
+			} else {
+				old = mss;
+				new = clamp;
+			}
+			__u16 check = ((__u16)th[16] << 8) | th[17];
+
+			check = checksum_replace(check, old, new);
+			th[16] = check >> 8;
+			th[17] = check & 0xff;
+			return 1;
+		}
+		off += len;
+	}
+	return 0;
+}
+
+/*
+ * ICMP fragmentation needed (type 3 code 4) for a DF packet too big for the
+ * engine's path, sent back out of the ingress interface: MACs swapped, VLAN
+ * tags kept, from the router's address on the engine's side, announcing the
+ * engine's MTU less GRE's 28 bytes, quoting the IP header and 8 bytes of
+ * payload. The frame grows by 28 bytes in front (new IP and ICMP headers, the
+ * quote stays where it is) and is cut after the quote. The caller checked
+ * that the IP packet holds at least ICMP_QUOTE_MIN bytes.
+ */
+static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
+				       __u32 ihl_len, __u32 router_addr,
+				       __u16 mtu, __u64 bytes)
+{
+	void *data, *data_end;
+	__u8 *eth, *icmp;
+	struct ipv4 *ip, *orig;
+	__u32 sum = 0, quote = ihl_len + 8;
+
+	if (bpf_xdp_adjust_head(ctx, -GRE_OVERHEAD))
+		return done(XDP_PASS, REASON_ADJUST_FAILED, bytes);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	/* The Ethernet header moves 28 bytes up, never onto itself (l3_off <= 22). */
+	if ((void *)(eth + GRE_OVERHEAD + 22) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(eth, eth + GRE_OVERHEAD + 6, 6);
+	__builtin_memcpy(eth + 6, eth + GRE_OVERHEAD, 6);
+	__builtin_memcpy(eth + 12, eth + GRE_OVERHEAD + 12, 2);
+	if (l3_off >= 18)
+		__builtin_memcpy(eth + 14, eth + GRE_OVERHEAD + 14, 4);
+	if (l3_off >= 22)
+		__builtin_memcpy(eth + 18, eth + GRE_OVERHEAD + 18, 4);
+
+	ip = data + (l3_off & 31);
+	icmp = (__u8 *)(ip + 1);
+	if ((void *)(icmp + ICMP_SUM_WINDOW) > data_end)
+		return XDP_ABORTED;
+	orig = (struct ipv4 *)(icmp + 8);
+	ip->ver_ihl = 0x45;
+	ip->tos = ICMP_TOS;
+	ip->tot_len = bpf_htons(28 + quote);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP_;
+	ip->check = 0;
+	ip->daddr = orig->saddr;
+	ip->saddr = router_addr;
+	ip->check = ipv4_checksum(ip);
+
+	icmp[0] = ICMP_DEST_UNREACH_;
+	icmp[1] = ICMP_FRAG_NEEDED_;
+	icmp[2] = 0;
+	icmp[3] = 0;
+	icmp[4] = 0;
+	icmp[5] = 0;
+	icmp[6] = (mtu - GRE_OVERHEAD) >> 8;
+	icmp[7] = (mtu - GRE_OVERHEAD) & 0xff;
+#pragma unroll
+	for (int i = 0; i < ICMP_SUM_WINDOW / 2; i++) {
+		if (i * 2 < 8 + quote)
+			sum += ((__u16 *)icmp)[i];
+	}
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	((__u16 *)icmp)[1] = ~sum & 0xffff;
+
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3_off + 28 + quote) -
+					     (int)(data_end - data)))
+		return XDP_ABORTED;
+	return done(XDP_TX, REASON_TOO_BIG_DF, bytes);
 }
 
 /*
@@ -325,6 +534,48 @@ int xdp_redirect(struct xdp_md *ctx)
 	}
 	if (iface_flags & IFACE_EXCLUDED)
 		return done(XDP_PASS, REASON_EXCLUDED, bytes);
+
+	/* SYN-ACKs toward the clients of GRE services, wherever they come from
+	 * (the engines' arrive on engine-facing interfaces): MSS clamp. */
+	if (ip->protocol == IPPROTO_TCP && !frag) {
+		__u8 *th = (void *)ip + ihl_len;
+
+		if ((void *)(th + 20) <= data_end &&
+		    (th[13] & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) &&
+		    clamp_synack(th, data_end, slot))
+			count(STATS_MSS_CLAMPED, bytes);
+	}
+
+	/* L2 return: from the MAC of an engine that returns at L2, and not from
+	 * its own address (its own connections are told apart later). */
+	{
+		__u8 *eth = data;
+		__u32 low = ((__u32)eth[10] << 8) | eth[11];
+		__u32 word = slot * FILTER_WORDS + (low >> 6);
+		__u64 *w = bpf_map_lookup_elem(&mac_filter, &word);
+
+		if (w && (*w >> (low & 63)) & 1) {
+			struct redirector_mac_key mk = { .slot = slot };
+			__u32 *idx;
+
+			__builtin_memcpy(mk.mac, eth + 6, 6);
+			idx = bpf_map_lookup_elem(&engine_macs, &mk);
+			if (idx) {
+				__u32 e = *idx & (MAX_ENGINES - 1);
+				__u32 k2 = slot * MAX_ENGINES + e;
+				struct redirector_engine *eng =
+					bpf_map_lookup_elem(&engines, &k2);
+
+				if (eng && eng->addr != ip->saddr) {
+					count(STATS_ENGINE_BASE + e * STATS_PER_ENGINE +
+						      STATS_ENGINE_RETURNED,
+					      bytes);
+					return done(XDP_PASS, REASON_RETURN_L2, bytes);
+				}
+			}
+		}
+	}
+
 	if (iface_flags & IFACE_ENGINE_FACING)
 		return done(XDP_PASS, REASON_ENGINE_FACING, bytes);
 	if (frag)
@@ -391,6 +642,30 @@ int xdp_redirect(struct xdp_md *ctx)
 	if (!svc)
 		return done(XDP_PASS, REASON_NO_SERVICE, bytes);
 	__u8 service_id = svc->service_id;
+
+	/* The operator's lists, only for services that have them: one trie
+	 * lookup per address, whose value covers every listed prefix around it. */
+	if (svc->options & SERVICE_LISTS) {
+		struct redirector_prefix_key pk = {
+			.prefixlen = PREFIX_KEY_BITS + 32,
+			.slot = slot,
+			.rank = rank,
+			.addr = ip->daddr,
+		};
+		__u32 *v = bpf_map_lookup_elem(&prefixes, &pk);
+		__u32 kinds = v ? *v : 0;
+
+		if (!(kinds & PREFIX_SKIP)) {
+			pk.addr = ip->saddr;
+			v = bpf_map_lookup_elem(&prefixes, &pk);
+			if (v)
+				kinds |= *v;
+		}
+		if (kinds & PREFIX_SKIP)
+			return skipped(REASON_LIST_SKIP, service_id, bytes);
+		if ((svc->options & SERVICE_REDIRECT_LIST) && !(kinds & PREFIX_REDIRECT))
+			return skipped(REASON_NOT_LISTED, service_id, bytes);
+	}
 	__u32 svc_base = (slot * MAX_SERVICES + rank) * BUCKETS;
 	__u32 primary = 0, secondary = 0, alternate = 0;
 	struct redirector_bucket *b;
@@ -456,9 +731,12 @@ int xdp_redirect(struct xdp_md *ctx)
 
 	if (eng->method == METHOD_GRE && eng->mtu &&
 	    tot_len + GRE_OVERHEAD > eng->mtu) {
-		if (ip->frag_off & bpf_htons(IP_DF))
+		if (!(ip->frag_off & bpf_htons(IP_DF)))
+			return fail_open(REASON_TOO_BIG, service_id, bytes);
+		if ((void *)ip + ICMP_QUOTE_MIN > data_end)
 			return fail_open(REASON_TOO_BIG_DF, service_id, bytes);
-		return fail_open(REASON_TOO_BIG, service_id, bytes);
+		return frag_needed(ctx, l3_off, ihl_len, eng->router_addr, eng->mtu,
+				   bytes);
 	}
 
 	if (syn) {
