@@ -454,3 +454,66 @@ fn heartbeat_in_jiffies() -> Result<()> {
     );
     Ok(())
 }
+
+/// An adopting loader does not know what the slots hold, so its first install of a slot
+/// must also remove the list prefixes and L2-return MACs a predecessor left there: a
+/// stale redirect prefix would redirect a client the new list leaves out, a stale MAC
+/// would pass an ex-engine's traffic as returned. Test runs only, no interfaces.
+#[test]
+fn adoption_removes_stale_prefixes_and_engine_macs() -> Result<()> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use redirector_ebpf::{model::Reason, table::Prefix};
+
+    let root = PinRoot::instance(&format!("dpadopt-{}", std::process::id()))?;
+    let _guard = PinGuard(root.clone());
+    let listed = |list: &str, l2_mac: Option<[u8; 6]>| -> Result<_> {
+        let mut t = table(90, ENGINE_A, [2; 6], (0, [4; 6]));
+        t.services[0].redirect_list = vec![list.parse::<Prefix>()?];
+        if let Some(mac) = l2_mac {
+            t.engines.push(EngineConfig {
+                addr: ENGINE_B,
+                dst_mac: mac,
+                return_method: Method::L2,
+                usable: true,
+                ..EngineConfig::default()
+            });
+        }
+        Ok(t.compile()?)
+    };
+    let ex_engine = [2, 0xee, 0, 0, 0, 9];
+    {
+        let mut first = Redirector::open(&root)?;
+        first.heartbeat(Duration::from_secs(60))?;
+        // Slot 1: the client's network listed, an L2-return engine. Slot 0: another.
+        first.install(&listed("10.1.0.0/16", Some(ex_engine))?)?;
+        first.install(&listed("10.1.0.0/16", None)?)?;
+    }
+    let mut second = Redirector::open(&root)?;
+    second.heartbeat(Duration::from_secs(60))?;
+    // Writes slot 1 again, knowing nothing of it.
+    second.install(&listed("10.200.0.0/16", None)?)?;
+    let run = |r: &mut Redirector, frame: &[u8]| -> Result<Reason> {
+        let before = r.stats()?;
+        r.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })?;
+        let after = r.stats()?;
+        Reason::ALL
+            .into_iter()
+            .find(|&reason| after[reason as usize].packets > before[reason as usize].packets)
+            .context("no reason counted")
+    };
+    assert_eq!(
+        run(&mut second, &syn([2; 6], [6; 6], 40200))?,
+        Reason::NotListed,
+        "the old redirect prefix is gone"
+    );
+    assert_eq!(
+        run(&mut second, &syn([2; 6], ex_engine, 40201))?,
+        Reason::NotListed,
+        "the old engine MAC is gone"
+    );
+    second.clear()?;
+    Ok(())
+}
