@@ -100,7 +100,7 @@ pub struct Control {
     pub grace_jiffies: u64,
     /// Packets read table slot `generation & 1`; bumped after a slot is fully written.
     pub generation: u32,
-    /// [`CONTROL_ENABLED`].
+    /// [`CONTROL_ENABLED`], [`CONTROL_L2_RETURN`] shifted by slot.
     pub flags: u32,
 }
 
@@ -333,6 +333,10 @@ pub const MASK_POSITIONS: usize = 8;
 pub const NO_POSITION: u8 = 0xff;
 /// `control.flags`: redirection on.
 pub const CONTROL_ENABLED: u32 = 0x1;
+/// `control.flags`, shifted left by the slot: that slot has L2-return engines. Part of
+/// the record every packet reads anyway, so that tables without such engines pay nothing
+/// for the L2 return check.
+pub const CONTROL_L2_RETURN: u32 = 0x2;
 /// `ifaces[]`: never redirect traffic arriving here.
 pub const IFACE_EXCLUDED: u32 = 0x1;
 /// `ifaces[]`: engine-facing, packet return only.

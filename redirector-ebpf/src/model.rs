@@ -15,8 +15,9 @@
 //!    option is lowered to the table's clamp, checksum updated; processing goes on with
 //!    the clamped frame. Before the engine-facing check, because the engines' SYN-ACKs
 //!    arrive there.
-//! 7. Source MAC of an L2-return engine (behind a bit filter), source address not the
-//!    engine's own: returned, pass.
+//! 7. Source MAC of an L2-return engine (only when the slot has such engines, a bit of
+//!    the control record; then behind a bit filter), source address not the engine's
+//!    own: returned, pass.
 //! 8. Engine-facing interface: pass.
 //! 9. Fragments (first or not): pass; a flow's fragments must not split.
 //! 10. TCP or UDP header (ports; TCP flags); other protocols: no service.
@@ -40,13 +41,13 @@ use std::collections::HashMap;
 
 use crate::layout::{
     ConnEntry, Control, Counters, FlowKey, BUCKETS, BUCKET_ALTERNATE, BUCKET_ASSIGNED,
-    BUCKET_STICKY, CONTROL_ENABLED, ENGINE_USABLE, IFACE_ENGINE_FACING, IFACE_EXCLUDED,
-    MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES, METHOD_GRE, METHOD_L2, PORTS,
-    PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC, SERVICE_LISTS, SERVICE_MASK,
-    SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE, STATS_ENGINE_CONN_HITS,
-    STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES, STATS_MSS_CLAMPED,
-    STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE, STATS_SERVICE_FAILED_OPEN,
-    STATS_SERVICE_REDIRECTED, STATS_SERVICE_SKIPPED,
+    BUCKET_STICKY, CONTROL_ENABLED, CONTROL_L2_RETURN, ENGINE_USABLE, IFACE_ENGINE_FACING,
+    IFACE_EXCLUDED, MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES, METHOD_GRE, METHOD_L2,
+    PORTS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC, SERVICE_LISTS,
+    SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE,
+    STATS_ENGINE_CONN_HITS, STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES,
+    STATS_MSS_CLAMPED, STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE,
+    STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED, STATS_SERVICE_SKIPPED,
 };
 use crate::table::{filter_position, mac_filter_position, Table};
 
@@ -328,6 +329,17 @@ pub fn frag_needed(frame: &[u8], l3: usize, ihl: usize, router_addr: u32, mtu: u
     out
 }
 
+/// `flags` with slot `generation & 1`'s [`CONTROL_L2_RETURN`] bit saying whether `table`
+/// has L2-return engines: how the loader writes the control record with a table.
+pub fn l2_return_flag(flags: u32, generation: u32, table: &Table) -> u32 {
+    let bit = CONTROL_L2_RETURN << (generation & 1);
+    if table.engine_macs.is_empty() {
+        flags & !bit
+    } else {
+        flags | bit
+    }
+}
+
 impl Table {
     /// What the `prefixes` trie answers for `addr` (host order) under the service at
     /// `rank`: the value of the longest listed prefix that contains it, 0 for none.
@@ -358,6 +370,8 @@ impl Dataplane {
         self.slots[(next & 1) as usize] = table;
         self.control.generation = next;
         self.control.flags |= CONTROL_ENABLED;
+        self.control.flags =
+            l2_return_flag(self.control.flags, next, &self.slots[(next & 1) as usize]);
     }
 
     fn count(&mut self, index: usize, bytes: u64) {
@@ -473,7 +487,9 @@ impl Dataplane {
             let table = &self.slots[slot];
             let mac: [u8; 6] = frame[6..12].try_into().expect("14-byte header checked");
             let (word, bit) = mac_filter_position(&mac);
-            if table.mac_filter[word] >> bit & 1 == 1 {
+            if self.control.flags & (CONTROL_L2_RETURN << slot) != 0
+                && table.mac_filter[word] >> bit & 1 == 1
+            {
                 let found = table.engine_macs.iter().find(|(m, _)| *m == mac);
                 if let Some(&(_, engine)) = found {
                     let idx = engine as usize & (MAX_ENGINES - 1);

@@ -523,6 +523,7 @@ impl Redirector {
         result?;
         self.control.generation = next;
         self.control.flags |= CONTROL_ENABLED;
+        self.control.flags = crate::model::l2_return_flag(self.control.flags, next, table);
         self.write_control()
     }
 

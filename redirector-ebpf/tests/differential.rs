@@ -577,7 +577,11 @@ fn program_matches_model_on_random_packets() {
             redirector
                 .set_enabled(enabled)
                 .unwrap_or_else(|e| panic!("{e}"));
-            model.control.flags = u32::from(enabled);
+            if enabled {
+                model.control.flags |= 1;
+            } else {
+                model.control.flags &= !1;
+            }
             assert_eq!(redirector.control(), model.control);
             for i in 0..per_table {
                 let frame = random_frame(&mut rng, &table_config, &flows);

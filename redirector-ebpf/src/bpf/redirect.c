@@ -547,8 +547,9 @@ int xdp_redirect(struct xdp_md *ctx)
 	}
 
 	/* L2 return: from the MAC of an engine that returns at L2, and not from
-	 * its own address (its own connections are told apart later). */
-	{
+	 * its own address (its own connections are told apart later). Only when
+	 * the slot has such engines, then behind the MAC filter. */
+	if (ctl->flags & (CONTROL_L2_RETURN << slot)) {
 		__u8 *eth = data;
 		__u32 low = ((__u32)eth[10] << 8) | eth[11];
 		__u32 word = slot * FILTER_WORDS + (low >> 6);

@@ -9,7 +9,8 @@
  * Map layout (all per-packet lookups on the common path are ARRAY maps, which
  * the kernel inlines into the program: no helper call, no hashing):
  *
- *   control[1]            generation, heartbeat, grace, enabled
+ *   control[1]            generation, heartbeat, grace, enabled, which slots
+ *                         have L2-return engines
  *   ifaces[MAX_IFINDEX]   per-ingress-interface flags (exclude, engine-facing)
  *   ports[2 slots][2 protocols][65536 ports]
  *                         best-priority service matching the port as a
@@ -26,8 +27,11 @@
  *                         the engines' own connections)
  *   mac_filter[2 slots][1024 words]
  *                         65536-bit filter of the MACs of L2-return engines
- *                         (last two bytes): the same trick, so that the L2
- *                         return check costs one inlined load per packet
+ *                         (last two bytes): the same trick. Read only when the
+ *                         control record's CONTROL_L2_RETURN bit for the slot
+ *                         says there are such engines: otherwise the L2
+ *                         return check is one bit test of a record every
+ *                         packet reads anyway
  *   engine_macs           HASH {slot, MAC} -> engine index (L2 return)
  *   prefixes              LPM_TRIE {slot, rank, address/len} -> PREFIX_*:
  *                         the redirect and skip lists. Keyed by slot like
@@ -86,6 +90,10 @@
 
 /* control.flags */
 #define CONTROL_ENABLED 0x1
+/* Shifted left by the slot: that slot has L2-return engines. A bit of the
+ * record every packet reads anyway, so that tables without them pay nothing
+ * for the L2 return check; written with the generation it belongs to. */
+#define CONTROL_L2_RETURN 0x2
 
 /* ifaces[] values */
 #define IFACE_EXCLUDED 0x1      /* never redirect traffic arriving here */
