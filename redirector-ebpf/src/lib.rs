@@ -18,12 +18,16 @@
 //! # The redirect program
 //!
 //! `src/bpf/redirect.c` (`xdp_redirect`) does the router's per-packet work: packet
-//! return, classification, bucket, connection table, GRE or L2 redirection, fail open.
+//! return (GRE, and L2 by engine MAC), SYN-ACK MSS clamping, classification, the
+//! operator's redirect and skip lists, bucket, connection table, GRE or L2 redirection,
+//! ICMP fragmentation-needed for DF packets too big for GRE, fail open.
 //! [`model`] is its specification in Rust; `tests/differential.rs` holds the two to the
 //! same verdict, output bytes, counters and connection table. The map layout and the
-//! reasons for it are at the top of `src/bpf/redirector.h`: every per-packet lookup is
-//! an array (inlined by the kernel), a service is a maximum of three per-port
-//! preferences, and a table update is a write of the idle slot and one generation flip.
+//! reasons for it are at the top of `src/bpf/redirector.h`: every per-packet lookup of
+//! the common path is an array (inlined by the kernel), a service is a maximum of three
+//! per-port preferences, the rarer features are gated by a service option or a control
+//! bit so that packets without them pay no lookup, and a table update is a write of the
+//! idle slot and one generation flip.
 //! [`table`] compiles what the controller wants into a slot's contents; [`Redirector`]
 //! writes them.
 //!
@@ -31,7 +35,7 @@
 //!
 //! - Done: map layout and `#[repr(C)]` twins (BTF-checked); model; C program (verifier
 //!   clean); differential test, 102 000 random packets over 120 tables, exact agreement
-//!   on verdict, bytes, counters and connection table; 20 named edge cases in
+//!   on verdict, bytes, counters and connection table; 46 named edge cases in
 //!   `tests/fixtures/edge-cases.txt` replayed by both (`REDIRECTOR_BLESS=1` rewrites the
 //!   file from the model); model checked against `wccp::assign` (hash, mask) and
 //!   `wccp::wire` (GRE); loader: load, install a table atomically, heartbeat, enable,
@@ -43,12 +47,23 @@
 //!   adoption on restart (pinned links switched to the new program by `bpf_link_update`,
 //!   no gap), `clear` removes every pin; CLOCK_MONOTONIC heartbeat helper.
 //!   `tests/lifecycle.rs` proves it on veths in network namespaces.
-//! - Next: benchmarks (`cargo xtask bench dataplane`).
-//! - Later: redirect lists (prefixes to redirect or skip), MSS clamping, ICMP
-//!   fragmentation-needed for DF packets too big for GRE (today: passed, counted),
-//!   tc egress ("redirect out"), L2 return by engine MAC on shared interfaces (today an
-//!   engine-facing interface never redirects), VLAN tags on the GRE side, a ring buffer
-//!   of events.
+//! - Done: benchmarks (`cargo xtask bench dataplane`).
+//! - Done (issue 11): redirect and skip lists per service
+//!   ([`table::ServiceConfig::redirect_list`], [`table::ServiceConfig::skip_list`]): one
+//!   LPM trie keyed by slot and service rank, whose values carry every enclosing listed
+//!   prefix's kind so that one lookup per address decides; skip wins on either address, a
+//!   non-empty redirect list needs the source or the destination; reasons `ListSkip`,
+//!   `NotListed` and a per-service skipped counter; services without lists pay nothing.
+//!   ICMP fragmentation needed (type 3 code 4, next-hop MTU = engine MTU - 28, IP header
+//!   + 8 bytes quoted, MACs swapped, XDP_TX) for DF packets too big for GRE.
+//!   SYN-ACK MSS clamping ([`table::MssClamp`], on by default for TCP services with GRE
+//!   engines: MTU - 68) for segments from a clamped service's port, before the
+//!   engine-facing return, incremental checksum (odd offsets included), counted at
+//!   `layout::STATS_MSS_CLAMPED`. L2 return ([`table::EngineConfig::return_method`]):
+//!   packets from an L2-return engine's MAC (not from its own address) pass as returned,
+//!   on any interface, behind a per-slot control bit and a MAC bit filter.
+//! - Later: tc egress ("redirect out"), VLAN tags on the GRE side, a ring buffer of
+//!   events, per-service MSS clamps, clamping for source-port services.
 
 #![warn(missing_docs)]
 
