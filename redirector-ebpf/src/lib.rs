@@ -54,8 +54,8 @@
 //!   prefix's kind so that one lookup per address decides; skip wins on either address, a
 //!   non-empty redirect list needs the source or the destination; reasons `ListSkip`,
 //!   `NotListed` and a per-service skipped counter; services without lists pay nothing.
-//!   ICMP fragmentation needed (type 3 code 4, next-hop MTU = engine MTU - 28, IP header
-//!   + 8 bytes quoted, MACs swapped, XDP_TX) for DF packets too big for GRE.
+//!   ICMP fragmentation needed (type 3 code 4, next-hop MTU = engine MTU - 28, the IP
+//!   header and 8 bytes quoted, MACs swapped, XDP_TX) for DF packets too big for GRE.
 //!   SYN-ACK MSS clamping ([`table::MssClamp`], on by default for TCP services with GRE
 //!   engines: MTU - 68) for segments from a clamped service's port, before the
 //!   engine-facing return, incremental checksum (odd offsets included), counted at
