@@ -77,4 +77,6 @@ pub mod table;
 
 pub use lifecycle::{tick_hz, PinRoot, PinRootError};
 pub use loader::{object_bytes, object_names, EbpfObject, LoadError};
-pub use redirector::{AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, PROGRAM};
+pub use redirector::{
+    AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, OUT_PROGRAM, PROGRAM,
+};

@@ -40,11 +40,11 @@
 use std::collections::HashMap;
 
 use crate::layout::{
-    ConnEntry, Control, Counters, FlowKey, BUCKETS, BUCKET_ALTERNATE, BUCKET_ASSIGNED,
-    BUCKET_STICKY, CONTROL_ENABLED, CONTROL_L2_RETURN, ENGINE_USABLE, IFACE_ENGINE_FACING,
-    IFACE_EXCLUDED, MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES, METHOD_GRE, METHOD_L2,
-    PORTS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC, SERVICE_LISTS,
-    SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE,
+    ConnEntry, Control, Counters, EngineEntry, FlowKey, ServiceEntry, BUCKETS, BUCKET_ALTERNATE,
+    BUCKET_ASSIGNED, BUCKET_STICKY, CONTROL_ENABLED, CONTROL_L2_RETURN, ENGINE_USABLE,
+    IFACE_ENGINE_FACING, IFACE_EXCLUDED, MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES,
+    METHOD_GRE, METHOD_L2, PORTS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC,
+    SERVICE_LISTS, SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE,
     STATS_ENGINE_CONN_HITS, STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES,
     STATS_MSS_CLAMPED, STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE,
     STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED, STATS_SERVICE_SKIPPED,
@@ -149,6 +149,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The tc program's return value for the same decision: `TC_ACT_OK` (0) for
+    /// [`Verdict::Pass`], `TC_ACT_REDIRECT` (7), `TC_ACT_SHOT` (2) for the rest.
+    pub const fn tc_code(self) -> u32 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Redirect(_) => 7,
+            _ => 2,
+        }
+    }
+
     /// The program's return value.
     pub const fn code(self) -> u32 {
         match self {
@@ -340,6 +350,72 @@ pub fn l2_return_flag(flags: u32, generation: u32, table: &Table) -> u32 {
     }
 }
 
+/// What [`Dataplane::classify`] chose for a packet to redirect.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    /// Engine index.
+    pub engine: usize,
+    /// Its entry.
+    pub eng: EngineEntry,
+    /// The service's entry.
+    pub svc: ServiceEntry,
+    /// Service id.
+    pub service: u8,
+    /// Primary bucket or mask value.
+    pub primary: u8,
+    /// Secondary (alternate hash) bucket.
+    pub secondary: u8,
+    /// The alternate hash was used.
+    pub alternate: bool,
+    /// A TCP SYN without ACK: its engine is remembered.
+    pub syn: bool,
+    /// The flow, as the connection table keys it.
+    pub flow: FlowKey,
+}
+
+/// The redirected frame, as both hooks write it: L2, both MACs rewritten; GRE, the
+/// Ethernet header (and tags) replaced by Ethernet + outer IPv4 (TOS and DF copied, TTL
+/// 64, id 0) + GRE 0x883E + redirect header.
+fn encapsulate(frame: &[u8], l3: usize, d: &Decision) -> (Vec<u8>, Reason) {
+    let eng = d.eng;
+    let ip = &frame[l3..];
+    if eng.method == METHOD_L2 {
+        let mut out = frame.to_vec();
+        out[..6].copy_from_slice(&eng.dst_mac);
+        out[6..12].copy_from_slice(&eng.src_mac);
+        return (out, Reason::RedirectL2);
+    }
+    let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
+    let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD);
+    out.extend_from_slice(&eng.dst_mac);
+    out.extend_from_slice(&eng.src_mac);
+    out.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    let mut outer = [0u8; 20];
+    outer[0] = 0x45;
+    outer[1] = ip[1];
+    outer[2..4].copy_from_slice(&((tot_len + GRE_OVERHEAD) as u16).to_be_bytes());
+    outer[6..8].copy_from_slice(&(frag_off & IP_DF).to_be_bytes());
+    outer[8] = 64;
+    outer[9] = IPPROTO_GRE;
+    outer[12..16].copy_from_slice(&eng.router_addr.to_ne_bytes());
+    outer[16..20].copy_from_slice(&eng.addr.to_ne_bytes());
+    let check = ipv4_checksum(&outer);
+    outer[10..12].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(&[0, 0, 0x88, 0x3e]);
+    let mut rh0 = 0;
+    if d.svc.options & SERVICE_DYNAMIC != 0 {
+        rh0 |= 0x01;
+    }
+    if d.alternate {
+        rh0 |= 0x02;
+    }
+    out.extend_from_slice(&[rh0, d.service, d.secondary, d.primary]);
+    out.extend_from_slice(&frame[l3..]);
+    (out, Reason::RedirectGre)
+}
+
 impl Table {
     /// What the `prefixes` trie answers for `addr` (host order) under the service at
     /// `rank`: the value of the longest listed prefix that contains it, 0 for none.
@@ -443,8 +519,6 @@ impl Dataplane {
         let frag = frag_off & IP_MF_OFFSET != 0;
         let protocol = ip[9];
         let saddr_ne = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-        let saddr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-        let daddr = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
 
         if self.control.flags & CONTROL_ENABLED == 0 {
             return pass(self, Reason::Disabled);
@@ -511,12 +585,148 @@ impl Dataplane {
             return pass(self, Reason::Fragment);
         }
 
+        let d = match self.classify(&frame, l3, ihl, slot, now_jiffies, bytes) {
+            Ok(d) => d,
+            Err(outcome) => return outcome,
+        };
+        let eng = d.eng;
+        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
+        {
+            if frag_off & IP_DF == 0 {
+                return self.fail_open(Reason::TooBig, d.service, &frame, bytes);
+            }
+            // The C program needs the quote and the words its checksum loop reads in
+            // the frame; a compiled table's MTU (>= 96) always leaves them there.
+            if ip.len() < ICMP_QUOTE_MIN {
+                return self.fail_open(Reason::TooBigDf, d.service, &frame, bytes);
+            }
+            let out = frag_needed(&frame, l3, ihl, eng.router_addr, eng.mtu);
+            return self.finish(Verdict::Tx, Reason::TooBigDf, out, bytes);
+        }
+        self.remember_syn(&d);
+        let (out, reason) = encapsulate(&frame, l3, &d);
+        self.count_redirected(&d, bytes);
+        let verdict = if eng.ifindex == 0 {
+            Verdict::Tx
+        } else {
+            Verdict::Redirect(eng.ifindex)
+        };
+        self.finish(verdict, reason, out, bytes)
+    }
+
+    /// "Redirect out": runs the tc egress program `tc_redirect_out` on one frame leaving
+    /// an interface it is attached to, which arrived on `ingress_ifindex` (0 for the
+    /// router's own packets). Its verdict is [`Verdict::Pass`] for "on its way out of
+    /// this interface" (rewritten or not), [`Verdict::Redirect`] for another interface;
+    /// [`Verdict::tc_code`] numbers them as tc does.
+    ///
+    /// 1. Untagged Ethernet and IPv4, checked as at ingress.
+    /// 2. Control record: not enabled, pass.
+    /// 3. Arrived on an excluded or engine-facing interface (the engines' returns among
+    ///    what arrives there): pass. Fragments: pass.
+    /// 4. The classification of ingress ([`Dataplane::classify`]).
+    /// 5. GRE and too big for the engine's MTU: fail open, DF or not (no ICMP here).
+    /// 6. SYN recorded; L2 or GRE rewrite as at ingress; the engine's interface, or this
+    ///    one when the engine's is 0.
+    pub fn process_egress(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        now_jiffies: u64,
+    ) -> Outcome {
+        let bytes = frame.len() as u64;
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.to_vec(), bytes);
+        let Some(proto) = be16(frame, 12) else {
+            return pass(self, Reason::Malformed);
+        };
+        if proto != ETH_P_IP {
+            return pass(self, Reason::NotIpv4);
+        }
+        let l3 = 14;
+        if frame.len() < l3 + 20 {
+            return pass(self, Reason::Malformed);
+        }
+        let ip = &frame[l3..];
+        if ip[0] >> 4 != 4 || ip[0] & 0xf < 5 {
+            return pass(self, Reason::Malformed);
+        }
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if ip.len() < ihl || tot_len < ihl || tot_len > ip.len() {
+            return pass(self, Reason::Malformed);
+        }
+        let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
+        if self.control.flags & CONTROL_ENABLED == 0 {
+            return pass(self, Reason::Disabled);
+        }
+        let slot = (self.control.generation & 1) as usize;
+        let iface = if (ingress_ifindex as usize) < MAX_IFINDEX {
+            self.ifaces[ingress_ifindex as usize]
+        } else {
+            0
+        };
+        if iface & IFACE_EXCLUDED != 0 {
+            return pass(self, Reason::Excluded);
+        }
+        if iface & IFACE_ENGINE_FACING != 0 {
+            return pass(self, Reason::EngineFacing);
+        }
+        if frag_off & IP_MF_OFFSET != 0 {
+            return pass(self, Reason::Fragment);
+        }
+        let d = match self.classify(frame, l3, ihl, slot, now_jiffies, bytes) {
+            Ok(d) => d,
+            Err(mut outcome) => {
+                outcome.verdict = Verdict::Pass;
+                return outcome;
+            }
+        };
+        let eng = d.eng;
+        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
+        {
+            let reason = if frag_off & IP_DF != 0 {
+                Reason::TooBigDf
+            } else {
+                Reason::TooBig
+            };
+            return self.fail_open(reason, d.service, frame, bytes);
+        }
+        self.remember_syn(&d);
+        let (out, reason) = encapsulate(frame, l3, &d);
+        self.count_redirected(&d, bytes);
+        let verdict = if eng.ifindex == 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Redirect(eng.ifindex)
+        };
+        self.finish(verdict, reason, out, bytes)
+    }
+
+    /// The classification both hooks share (`classify()` in `src/bpf/classify.h`), from
+    /// the transport header of an unfragmented IPv4 packet at `l3` with an `ihl`-byte
+    /// header: steps 10 to 16 of [`Dataplane::process`]. The engine chosen, or the
+    /// counted outcome of a packet that goes on unredirected.
+    pub fn classify(
+        &mut self,
+        frame: &[u8],
+        l3: usize,
+        ihl: usize,
+        slot: usize,
+        now_jiffies: u64,
+        bytes: u64,
+    ) -> Result<Decision, Outcome> {
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.to_vec(), bytes);
+        let ip = &frame[l3..];
+        let protocol = ip[9];
+        let saddr_ne = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        let saddr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        let daddr = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
         let l4 = &ip[ihl..];
         let (proto_i, tcp_flags) = match protocol {
             IPPROTO_TCP if l4.len() >= 20 => (0, l4[13]),
             IPPROTO_UDP if l4.len() >= 8 => (1, 0),
-            IPPROTO_TCP | IPPROTO_UDP => return pass(self, Reason::Malformed),
-            _ => return pass(self, Reason::NoService),
+            IPPROTO_TCP | IPPROTO_UDP => return Err(pass(self, Reason::Malformed)),
+            _ => return Err(pass(self, Reason::NoService)),
         };
         let sport = u16::from_be_bytes([l4[0], l4[1]]);
         let dport = u16::from_be_bytes([l4[2], l4[3]]);
@@ -528,7 +738,7 @@ impl Dataplane {
             .max(table.ports[base + usize::from(sport)].src_pref)
             .max(table.header.any_pref[proto_i]);
         if pref == 0 || usize::from(pref) > MAX_SERVICES {
-            return pass(self, Reason::NoService);
+            return Err(pass(self, Reason::NoService));
         }
         let rank = MAX_SERVICES - usize::from(pref);
 
@@ -536,7 +746,7 @@ impl Dataplane {
         if table.filter[word] >> bit & 1 == 1
             && table.engine_addrs.iter().any(|&(a, _)| a == saddr_ne)
         {
-            return pass(self, Reason::EngineSource);
+            return Err(pass(self, Reason::EngineSource));
         }
 
         let svc = table.services[rank];
@@ -560,7 +770,7 @@ impl Dataplane {
                         + STATS_SERVICE_SKIPPED,
                     bytes,
                 );
-                return pass(self, reason);
+                return Err(pass(self, reason));
             }
         }
         let table = &self.slots[slot];
@@ -573,7 +783,7 @@ impl Dataplane {
         };
         let b = table.buckets[svc_base + usize::from(primary)];
         if b.flags & BUCKET_ASSIGNED == 0 {
-            return self.fail_open(Reason::Unassigned, service, &frame, bytes);
+            return Err(self.fail_open(Reason::Unassigned, service, frame, bytes));
         }
         let mut engine = usize::from(b.engine);
         let sticky = b.flags & BUCKET_STICKY != 0;
@@ -583,7 +793,7 @@ impl Dataplane {
             secondary = fold(hash_key(svc.flags >> 8, saddr, daddr, sport, dport));
             let b2 = table.buckets[svc_base + usize::from(secondary)];
             if b2.flags & BUCKET_ASSIGNED == 0 {
-                return self.fail_open(Reason::Unassigned, service, &frame, bytes);
+                return Err(self.fail_open(Reason::Unassigned, service, frame, bytes));
             }
             engine = usize::from(b2.engine);
         }
@@ -616,7 +826,7 @@ impl Dataplane {
             );
         }
         if eng.flags & ENGINE_USABLE == 0 {
-            return self.fail_open(Reason::EngineDown, service, &frame, bytes);
+            return Err(self.fail_open(Reason::EngineDown, service, frame, bytes));
         }
         if now_jiffies
             > self
@@ -624,81 +834,44 @@ impl Dataplane {
                 .heartbeat_jiffies
                 .wrapping_add(self.control.grace_jiffies)
         {
-            return self.fail_open(Reason::Heartbeat, service, &frame, bytes);
+            return Err(self.fail_open(Reason::Heartbeat, service, frame, bytes));
         }
-        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
-        {
-            if frag_off & IP_DF == 0 {
-                return self.fail_open(Reason::TooBig, service, &frame, bytes);
-            }
-            // The C program needs the quote and the words its checksum loop reads in
-            // the frame; a compiled table's MTU (>= 96) always leaves them there.
-            if ip.len() < ICMP_QUOTE_MIN {
-                return self.fail_open(Reason::TooBigDf, service, &frame, bytes);
-            }
-            let out = frag_needed(&frame, l3, ihl, eng.router_addr, eng.mtu);
-            return self.finish(Verdict::Tx, Reason::TooBigDf, out, bytes);
-        }
-        if syn {
+        Ok(Decision {
+            engine,
+            eng,
+            svc,
+            service,
+            primary,
+            secondary,
+            alternate,
+            syn,
+            flow,
+        })
+    }
+
+    fn remember_syn(&mut self, d: &Decision) {
+        if d.syn {
             self.conns.insert(
-                flow,
+                d.flow,
                 ConnEntry {
-                    engine_addr: eng.addr,
-                    engine: engine as u32,
+                    engine_addr: d.eng.addr,
+                    engine: d.engine as u32,
                 },
             );
         }
+    }
 
-        let (out, reason) = if eng.method == METHOD_L2 {
-            let mut out = frame.clone();
-            out[..6].copy_from_slice(&eng.dst_mac);
-            out[6..12].copy_from_slice(&eng.src_mac);
-            (out, Reason::RedirectL2)
-        } else {
-            let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD);
-            out.extend_from_slice(&eng.dst_mac);
-            out.extend_from_slice(&eng.src_mac);
-            out.extend_from_slice(&ETH_P_IP.to_be_bytes());
-            let mut outer = [0u8; 20];
-            outer[0] = 0x45;
-            outer[1] = ip[1];
-            outer[2..4].copy_from_slice(&((tot_len + GRE_OVERHEAD) as u16).to_be_bytes());
-            outer[6..8].copy_from_slice(&(frag_off & IP_DF).to_be_bytes());
-            outer[8] = 64;
-            outer[9] = IPPROTO_GRE;
-            outer[12..16].copy_from_slice(&eng.router_addr.to_ne_bytes());
-            outer[16..20].copy_from_slice(&eng.addr.to_ne_bytes());
-            let check = ipv4_checksum(&outer);
-            outer[10..12].copy_from_slice(&check.to_be_bytes());
-            out.extend_from_slice(&outer);
-            out.extend_from_slice(&[0, 0, 0x88, 0x3e]);
-            let mut rh0 = 0;
-            if svc.options & SERVICE_DYNAMIC != 0 {
-                rh0 |= 0x01;
-            }
-            if alternate {
-                rh0 |= 0x02;
-            }
-            out.extend_from_slice(&[rh0, service, secondary, primary]);
-            out.extend_from_slice(&frame[l3..]);
-            (out, Reason::RedirectGre)
-        };
+    fn count_redirected(&mut self, d: &Decision, bytes: u64) {
         self.count(
             STATS_SERVICE_BASE
-                + usize::from(service) * STATS_PER_SERVICE
+                + usize::from(d.service) * STATS_PER_SERVICE
                 + STATS_SERVICE_REDIRECTED,
             bytes,
         );
         self.count(
-            STATS_ENGINE_BASE + engine * STATS_PER_ENGINE + STATS_ENGINE_REDIRECTED,
+            STATS_ENGINE_BASE + d.engine * STATS_PER_ENGINE + STATS_ENGINE_REDIRECTED,
             bytes,
         );
-        let verdict = if eng.ifindex == 0 {
-            Verdict::Tx
-        } else {
-            Verdict::Redirect(eng.ifindex)
-        };
-        self.finish(verdict, reason, out, bytes)
     }
 
     /// Step 6: lowers the MSS option of a SYN-ACK whose source port is served by a

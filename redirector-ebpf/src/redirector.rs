@@ -13,8 +13,9 @@ use aya::{
     maps::{lpm_trie, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
-        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
     },
     Pod,
 };
@@ -115,6 +116,8 @@ struct Attachment {
 pub const OBJECT: &str = "redirect";
 /// The XDP program (the C function) in [`OBJECT`].
 pub const PROGRAM: &str = "xdp_redirect";
+/// The tc egress program in [`OBJECT`]: "redirect out" (see [`Redirector::attach_out`]).
+pub const OUT_PROGRAM: &str = "tc_redirect_out";
 /// The program in [`OBJECT`] that reports the kernel's jiffies (see [`Redirector::jiffies`]).
 pub const CLOCK_PROGRAM: &str = "xdp_clock";
 /// `XDP_PASS` in `enum xdp_action`.
@@ -148,6 +151,15 @@ pub enum RedirectorError {
     /// generic mode's; native's was logged).
     #[error("attaching XDP to {iface}: {source}")]
     Attach {
+        /// The interface.
+        iface: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// Attaching the tc egress program to an interface failed.
+    #[error("attaching tc egress (redirect out) to {iface}: {source}")]
+    AttachOut {
         /// The interface.
         iface: String,
         /// aya's error.
@@ -214,6 +226,8 @@ pub struct Redirector {
     written: [Table; 2],
     pins: Option<PinRoot>,
     links: BTreeMap<String, Attachment>,
+    /// tc egress ("redirect out") links, with their pins.
+    out_links: BTreeMap<String, (FdLink, Option<PathBuf>)>,
 }
 
 impl Redirector {
@@ -237,6 +251,7 @@ impl Redirector {
             written: [Table::default(), Table::default()],
             pins: None,
             links: BTreeMap::new(),
+            out_links: BTreeMap::new(),
         })
     }
 
@@ -263,6 +278,7 @@ impl Redirector {
             written: [Table::default(), Table::default()],
             pins: Some(root.clone()),
             links: BTreeMap::new(),
+            out_links: BTreeMap::new(),
         };
         if adopted {
             this.control = this
@@ -271,6 +287,7 @@ impl Redirector {
                 .map_err(map_err("control"))?;
             this.written = [Table::poisoned(), Table::poisoned()];
             this.adopt_links(root)?;
+            this.adopt_out_links(root)?;
         }
         Ok(this)
     }
@@ -318,6 +335,110 @@ impl Redirector {
             }
         }
         Ok(())
+    }
+
+    /// Pinned tc egress links, switched to this process's program like the XDP ones.
+    fn adopt_out_links(&mut self, root: &PinRoot) -> Result<(), RedirectorError> {
+        let dir = root.out_links_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            // A pin root of a build before redirect out.
+            return Ok(());
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
+            let path = entry.path();
+            let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let pinned = PinnedLink::from_pin(&path)
+                .map_err(|e| pin_err("opening pinned link", &path)(e.to_string()))?;
+            let tc_link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                .map_err(|e| pin_err("not a tc link", &path)(e.to_string()))?;
+            let program = self.out_program()?;
+            let updated = program
+                .attach_to_link(tc_link)
+                .and_then(|id| program.take_link(id));
+            match updated {
+                Ok(link) => {
+                    let link = FdLink::try_from(link)
+                        .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
+                    tracing::info!(iface, pin = %path.display(), "adopted pinned tc egress link");
+                    self.out_links.insert(iface, (link, Some(path)));
+                }
+                Err(e) => {
+                    tracing::warn!(iface, pin = %path.display(), error = %e,
+                        "pinned tc egress link cannot be updated; removing its pin");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| pin_err("removing", &path)(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// "Redirect out" on `iface` (Cisco's `ip wccp N redirect out`): the same
+    /// classification as at ingress, for the traffic the router forwards out of this
+    /// interface, from a tc egress program (tcx). For routers where the clients'
+    /// interfaces cannot take XDP, or where only traffic toward one uplink is to be
+    /// redirected. Packets that arrived on an engine-facing or excluded interface are
+    /// never redirected there. Pinned like the XDP links when the data plane is pinned.
+    pub fn attach_out(&mut self, iface: &str) -> Result<(), RedirectorError> {
+        if self.out_links.contains_key(iface) {
+            return Err(RedirectorError::AlreadyAttached(format!(
+                "{iface} (egress)"
+            )));
+        }
+        let pin = self.pins.as_ref().map(|p| p.out_links_dir().join(iface));
+        let attach_err = |source| RedirectorError::AttachOut {
+            iface: iface.to_owned(),
+            source: Box::new(source),
+        };
+        let program = self.out_program()?;
+        let id = program
+            .attach(iface, TcAttachType::Egress)
+            .map_err(attach_err)?;
+        let link = program.take_link(id).map_err(attach_err)?;
+        let link = FdLink::try_from(link).map_err(|e| RedirectorError::Pin {
+            what: "tc attachment is not a bpf_link (tcx needs Linux 6.6)",
+            path: PathBuf::from(iface),
+            reason: e.to_string(),
+        })?;
+        let link = match &pin {
+            Some(path) => FdLink::from(
+                link.pin(path)
+                    .map_err(|e| pin_err("pinning link", path)(e.to_string()))?,
+            ),
+            None => link,
+        };
+        self.out_links.insert(iface.to_owned(), (link, pin));
+        Ok(())
+    }
+
+    /// Stops redirecting out of `iface` at once and removes the link's pin.
+    pub fn detach_out(&mut self, iface: &str) -> Result<(), RedirectorError> {
+        let (link, pin) = self
+            .out_links
+            .remove(iface)
+            .ok_or_else(|| RedirectorError::NotAttached(format!("{iface} (egress)")))?;
+        if let Some(path) = &pin {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(pin_err("unpinning", path)(e.to_string())),
+            }
+        }
+        drop(link);
+        Ok(())
+    }
+
+    /// The interfaces this process redirects out of (adopted ones included).
+    pub fn attached_out(&self) -> Vec<String> {
+        self.out_links.keys().cloned().collect()
+    }
+
+    /// The tc egress program, for test runs and attaching.
+    pub fn out_program(&mut self) -> Result<&mut SchedClassifier, RedirectorError> {
+        Ok(self.object.classifier(OUT_PROGRAM)?)
     }
 
     /// The pin root, when this data plane is pinned.
@@ -408,6 +529,10 @@ impl Redirector {
         for name in names {
             self.detach(&name)?;
         }
+        let names: Vec<String> = self.out_links.keys().cloned().collect();
+        for name in names {
+            self.detach_out(&name)?;
+        }
         if let Some(root) = self.pins.take() {
             let remove = |path: PathBuf| match std::fs::remove_file(&path) {
                 Ok(()) => Ok(()),
@@ -416,15 +541,22 @@ impl Redirector {
             };
             // Links pinned by another process under this root (not adopted: it raced us)
             // are removed as well, which detaches them.
-            if let Ok(entries) = std::fs::read_dir(root.links_dir()) {
-                for entry in entries.flatten() {
-                    remove(entry.path())?;
+            for dir in [root.links_dir(), root.out_links_dir()] {
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        remove(entry.path())?;
+                    }
                 }
             }
             for (map, ..) in MAPS {
                 remove(root.maps_dir().join(map))?;
             }
-            for dir in [root.links_dir(), root.maps_dir(), root.path().to_owned()] {
+            for dir in [
+                root.links_dir(),
+                root.out_links_dir(),
+                root.maps_dir(),
+                root.path().to_owned(),
+            ] {
                 match std::fs::remove_dir(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -10,7 +10,7 @@ use redirector_ebpf::{
         IFACE_ENGINE_FACING, IFACE_EXCLUDED, MAX_ENGINES, STATS_ENGINE_BASE,
         STATS_ENGINE_CONN_HITS, STATS_MSS_CLAMPED, STATS_PER_ENGINE,
     },
-    model::{Dataplane, Outcome},
+    model::{Dataplane, Outcome, Reason},
     table::{
         Assignment, EngineConfig, Method, MssClamp, Prefix, Protocol, ServiceConfig, Slot,
         TableConfig,
@@ -522,6 +522,64 @@ fn run_one(
     expected
 }
 
+/// `struct __sk_buff` as BPF_PROG_TEST_RUN takes it for a tc program: zero but for
+/// `ingress_ifindex` (offset 36), the interface the packet arrived on.
+fn skb_ctx(ingress_ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    ctx
+}
+
+/// Whether BPF_PROG_TEST_RUN refuses to make an skb of `frame` (EINVAL): the kernel wants
+/// the whole IPv4 or IPv6 header there, and a tc program never sees such a packet.
+fn too_short_for_skb(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.len() < 14 + 20,
+        Some([0x86, 0xdd]) => frame.len() < 14 + 40,
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// One packet through the egress program and the model's egress. `None` when the kernel
+/// refuses to make an skb of the frame ([`too_short_for_skb`]), and then the model is not
+/// run either.
+fn run_one_egress(
+    redirector: &mut Redirector,
+    model: &mut Dataplane,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    what: &str,
+) -> Option<Outcome> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx = skb_ctx(ingress_ifindex);
+    let program = redirector.out_program().unwrap_or_else(|e| panic!("{e}"));
+    let result = match program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        ..TestRunOptions::new()
+    }) {
+        Ok(result) => result,
+        Err(_) if too_short_for_skb(frame) => return None,
+        Err(e) => panic!("{what}: BPF_PROG_TEST_RUN (tc): {e:?} frame {}", hex(frame)),
+    };
+    let expected = model.process_egress(frame, ingress_ifindex, MODEL_NOW);
+    let got = &out[..result.data_size_out as usize];
+    if result.return_value != expected.verdict.tc_code() || got != expected.frame.as_slice() {
+        panic!(
+            "{what} (egress from {ingress_ifindex}): program and model disagree\ninput    {}\nmodel    {:?} {:?} {}\nprogram  verdict {} {}",
+            hex(frame),
+            expected.verdict,
+            expected.reason,
+            hex(&expected.frame),
+            result.return_value,
+            hex(got)
+        );
+    }
+    Some(expected)
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -545,9 +603,11 @@ fn program_matches_model_on_random_packets() {
     let mut model = Dataplane::default();
     let mut rng = Rng(0x5eed_cafe_f00d_0001);
     let rounds = 60;
-    let per_table = 850;
+    let per_table = 1200;
     let mut packets = 0usize;
+    let mut egress_packets = 0usize;
     let mut reasons = std::collections::BTreeMap::new();
+    let mut egress = std::collections::BTreeMap::new();
 
     for round in 0..rounds {
         let config = random_config(&mut rng);
@@ -586,8 +646,20 @@ fn program_matches_model_on_random_packets() {
             for i in 0..per_table {
                 let frame = random_frame(&mut rng, &table_config, &flows);
                 let what = format!("round {round} table {step} packet {i}");
-                let outcome = run_one(&mut redirector, &mut model, &frame, &what);
-                *reasons.entry(outcome.reason).or_insert(0usize) += 1;
+                if rng.chance(30) {
+                    // Redirect out: the same packet leaving an interface, having
+                    // arrived on the flagged test interface or from the router itself.
+                    let from = if rng.chance(70) { TEST_IFINDEX } else { 0 };
+                    if let Some(outcome) =
+                        run_one_egress(&mut redirector, &mut model, &frame, from, &what)
+                    {
+                        *egress.entry(outcome.reason).or_insert(0usize) += 1;
+                        egress_packets += 1;
+                    }
+                } else {
+                    let outcome = run_one(&mut redirector, &mut model, &frame, &what);
+                    *reasons.entry(outcome.reason).or_insert(0usize) += 1;
+                }
                 packets += 1;
             }
             compare_state(
@@ -600,11 +672,26 @@ fn program_matches_model_on_random_packets() {
         redirector.clear_conns().unwrap_or_else(|e| panic!("{e}"));
         model.conns.clear();
     }
-    eprintln!("{packets} packets; by reason: {reasons:?}");
-    assert!(packets >= 100_000);
+    eprintln!("{packets} packets, {egress_packets} of them at egress");
+    eprintln!("ingress by reason: {reasons:?}");
+    eprintln!("egress by reason: {egress:?}");
+    assert!(packets - egress_packets >= 100_000);
+    for reason in [
+        Reason::RedirectGre,
+        Reason::RedirectL2,
+        Reason::EngineFacing,
+        Reason::ListSkip,
+        Reason::TooBigDf,
+        Reason::Heartbeat,
+    ] {
+        assert!(
+            egress.get(&reason).copied().unwrap_or(0) > 0,
+            "no egress packet took {reason:?}"
+        );
+    }
     // Every path was taken (adjust_head never fails in a test run).
-    for reason in redirector_ebpf::model::Reason::ALL {
-        if reason != redirector_ebpf::model::Reason::AdjustFailed {
+    for reason in Reason::ALL {
+        if reason != Reason::AdjustFailed {
             assert!(
                 reasons.get(&reason).copied().unwrap_or(0) > 0,
                 "no packet took {reason:?}"
