@@ -369,7 +369,11 @@ struct PinGuard(PinRoot);
 
 impl Drop for PinGuard {
     fn drop(&mut self) {
-        for dir in [self.0.links_dir(), self.0.maps_dir()] {
+        for dir in [
+            self.0.links_dir(),
+            self.0.out_links_dir(),
+            self.0.maps_dir(),
+        ] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     let _ = std::fs::remove_file(e.path());
@@ -516,4 +520,155 @@ fn adoption_removes_stale_prefixes_and_engine_macs() -> Result<()> {
     );
     second.clear()?;
     Ok(())
+}
+
+/// Whether a frame is our SYN from the client, forwarded unencapsulated.
+fn plain_syn_of(frame: &[u8], sport: u16) -> bool {
+    frame.len() >= 54
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 6
+        && frame[26..30] == CLIENT.octets()
+        && u16::from_be_bytes([frame[34], frame[35]]) == sport
+}
+
+/// Sends one SYN from `from` and reports whether it reached `to` as a plain SYN.
+fn forwarded(from: &RawSocket, to: &RawSocket, macs: ([u8; 6], [u8; 6]), sport: u16) -> bool {
+    for _ in 0..10 {
+        if from.send(&syn(macs.0, macs.1, sport)).is_err() {
+            return false;
+        }
+        let round = Instant::now();
+        while round.elapsed() < Duration::from_millis(100) {
+            match to.recv() {
+                Some(frame) if plain_syn_of(&frame, sport) => return true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    false
+}
+
+/// "Redirect out" on real interfaces: the router forwards the client's SYN toward the
+/// server, and the tc egress program on the server-side interface sends it to the engine
+/// in GRE instead; what arrives from the engine-facing interface (the engine's returns)
+/// leaves unredirected; the pinned egress link survives its loader, is adopted, and
+/// detaching or clearing gives the server its traffic back.
+///
+/// ```text
+///  client c0 ──── r0 router r2 ──── s0 server
+///  10.1.0.2  10.1.0.1    10.9.0.254  10.9.0.1
+///                  r1 10.2.0.1 (engine-facing)
+///                  │
+///                  e0 engine 10.2.0.2
+/// ```
+#[test]
+fn redirect_out_on_forwarded_traffic() -> Result<()> {
+    let lab = Lab::new("dpout")?;
+    let client = lab.host("client")?;
+    let router = lab.host("router")?;
+    let engine = lab.host("engine")?;
+    let server = lab.host("server")?;
+    lab.link(&client, "c0", &router, "r0")?;
+    lab.link(&router, "r1", &engine, "e0")?;
+    lab.link(&router, "r2", &server, "s0")?;
+    client.add_addr("c0", "10.1.0.2/24")?;
+    router.add_addr("r0", "10.1.0.1/24")?;
+    router.add_addr("r1", "10.2.0.1/24")?;
+    router.add_addr("r2", "10.9.0.254/24")?;
+    engine.add_addr("e0", "10.2.0.2/24")?;
+    server.add_addr("s0", "10.9.0.1/24")?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    for key in ["all", "default", "r0", "r1", "r2"] {
+        router.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+    }
+
+    let r1 = (router.ifindex("r1")?, router.mac("r1")?);
+    let e0_mac = engine.mac("e0")?;
+    let from_client = (router.mac("r0")?, client.mac("c0")?);
+    let from_engine = (r1.1, e0_mac);
+    let socket = |host: &Host, ifname: &str| -> Result<RawSocket> {
+        let ix = host.ifindex(ifname)?;
+        host.in_ns(|| RawSocket::open(ix))?
+    };
+    let client_tx = socket(&client, "c0")?;
+    let engine_io = socket(&engine, "e0")?;
+    let server_rx = socket(&server, "s0")?;
+    assert!(
+        forwarded(&client_tx, &server_rx, from_client, 41000),
+        "the router forwards before any redirection"
+    );
+
+    let root = PinRoot::instance(&format!("{}-out", lab.id()))?;
+    let guard = PinGuard(root.clone());
+    let mut first = Redirector::open(&root)?;
+    first.install(&table(90, ENGINE_A, e0_mac, r1).compile()?)?;
+    first.heartbeat(Duration::from_secs(60))?;
+    first.set_iface_flags(r1.0, redirector_ebpf::layout::IFACE_ENGINE_FACING)?;
+    router.in_ns(|| first.attach_out("r2"))??;
+    assert!(
+        root.out_links_dir().join("r2").exists(),
+        "egress link pinned"
+    );
+    assert_eq!(
+        probe(
+            &client_tx,
+            &engine_io,
+            from_client,
+            41001,
+            Duration::from_secs(3)
+        ),
+        Some((ENGINE_A, 90)),
+        "redirected out: GRE to the engine"
+    );
+    assert!(
+        !forwarded(&client_tx, &server_rx, from_client, 41002),
+        "the server no longer sees redirected SYNs"
+    );
+    assert!(
+        forwarded(&engine_io, &server_rx, from_engine, 41003),
+        "what comes from the engine-facing interface leaves unredirected"
+    );
+
+    // The pinned egress link outlives its loader and is adopted.
+    drop(first);
+    assert_eq!(
+        probe(
+            &client_tx,
+            &engine_io,
+            from_client,
+            41004,
+            Duration::from_secs(3)
+        ),
+        Some((ENGINE_A, 90)),
+        "still redirected out after the loader was dropped"
+    );
+    let mut second = Redirector::open(&root)?;
+    assert_eq!(second.attached_out(), vec!["r2".to_owned()]);
+    second.heartbeat(Duration::from_secs(60))?;
+    assert_eq!(
+        probe(
+            &client_tx,
+            &engine_io,
+            from_client,
+            41005,
+            Duration::from_secs(3)
+        ),
+        Some((ENGINE_A, 90)),
+        "redirected out by the adopting program"
+    );
+    second.detach_out("r2")?;
+    assert!(
+        forwarded(&client_tx, &server_rx, from_client, 41006),
+        "detached: forwarded to the server again"
+    );
+    router.in_ns(|| second.attach_out("r2"))??;
+    second.clear()?;
+    assert_eq!(pins_left(&root), Vec::<String>::new(), "pins left");
+    assert!(
+        forwarded(&client_tx, &server_rx, from_client, 41007),
+        "cleared: forwarded to the server again"
+    );
+    drop(guard);
+    lab.teardown().context("lab teardown")
 }
