@@ -17,7 +17,8 @@
 //!
 //! # The redirect program
 //!
-//! `src/bpf/redirect.c` (`xdp_redirect`) does the router's per-packet work: packet
+//! `src/bpf/redirect.c` (`xdp_redirect`, and `tc_redirect_out` for redirect out) does
+//! the router's per-packet work: packet
 //! return (GRE, and L2 by engine MAC), SYN-ACK MSS clamping, classification, the
 //! operator's redirect and skip lists, bucket, connection table, GRE or L2 redirection,
 //! ICMP fragmentation-needed for DF packets too big for GRE, fail open.
@@ -35,7 +36,7 @@
 //!
 //! - Done: map layout and `#[repr(C)]` twins (BTF-checked); model; C program (verifier
 //!   clean); differential test, 102 000 random packets over 120 tables, exact agreement
-//!   on verdict, bytes, counters and connection table; 46 named edge cases in
+//!   on verdict, bytes, counters and connection table; 54 named edge cases in
 //!   `tests/fixtures/edge-cases.txt` replayed by both (`REDIRECTOR_BLESS=1` rewrites the
 //!   file from the model); model checked against `wccp::assign` (hash, mask) and
 //!   `wccp::wire` (GRE); loader: load, install a table atomically, heartbeat, enable,
@@ -62,8 +63,17 @@
 //!   `layout::STATS_MSS_CLAMPED`. L2 return ([`table::EngineConfig::return_method`]):
 //!   packets from an L2-return engine's MAC (not from its own address) pass as returned,
 //!   on any interface, behind a per-slot control bit and a MAC bit filter.
-//! - Later: tc egress ("redirect out"), VLAN tags on the GRE side, a ring buffer of
-//!   events, per-service MSS clamps, clamping for source-port services.
+//! - Done: redirect out ([`Redirector::attach_out`]): `tc_redirect_out`, a tc egress
+//!   (tcx) program in the same object, shares `classify()` (`src/bpf/classify.h`) with
+//!   the XDP program and [`model::Dataplane::classify`] in the model
+//!   ([`model::Dataplane::process_egress`]); packets that arrived on an engine-facing or
+//!   excluded interface are never redirected out; too big for GRE fails open (no ICMP at
+//!   egress); egress links pinned under `links-out/`, adopted and cleared. About 30% of
+//!   the differential's random packets and 8 fixture cases go through it;
+//!   `tests/lifecycle.rs` runs it on veths.
+//! - Later: VLAN tags on the GRE side (and tagged frames at egress), a ring buffer of
+//!   events, per-service MSS clamps, clamping for source-port services and at egress,
+//!   GSO packets at egress (they fail open), ICMP rate limiting.
 
 #![warn(missing_docs)]
 

@@ -1,6 +1,7 @@
-//! The reference model of the XDP program `xdp_redirect` (`src/bpf/redirect.c`): the
-//! same maps, the same per-packet decision, the same output bytes and counters, written
-//! for reading rather than for speed. The differential tests hold the C program to it.
+//! The reference model of the XDP program `xdp_redirect` (`src/bpf/redirect.c`), and of
+//! the tc egress program `tc_redirect_out` ([`Dataplane::process_egress`]): the same
+//! maps, the same per-packet decision, the same output bytes and counters, written for
+//! reading rather than for speed. The differential tests hold the C programs to it.
 //!
 //! The order of the checks is part of the specification (it decides which reason a
 //! packet is counted under):

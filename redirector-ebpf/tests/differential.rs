@@ -868,6 +868,7 @@ fn fixture_inputs() -> Vec<(&'static str, Vec<u8>, u32)> {
         .into_iter()
         .map(|(name, frame)| (name, frame, 0))
         .collect();
+    cases.extend(egress_frames());
     let server = [198, 51, 100, 9];
     let synack = tcp_with(80, 40000, 0x12, &mss(1460));
     cases.push((
@@ -889,6 +890,78 @@ fn fixture_inputs() -> Vec<(&'static str, Vec<u8>, u32)> {
         IFACE_ENGINE_FACING,
     ));
     cases
+}
+
+/// Cases for the egress program ("redirect out"): names start with "egress: ".
+fn egress_frames() -> Vec<(&'static str, Vec<u8>, u32)> {
+    let client = [192, 0, 2, 7];
+    let syn = tcp(80, 0x02, 0);
+    vec![
+        (
+            "egress: tcp syn to service 0, gre",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
+            0,
+        ),
+        (
+            "egress: udp service 91, l2",
+            {
+                let mut udp = vec![0u8; 8];
+                udp[0..2].copy_from_slice(&5353u16.to_be_bytes());
+                udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+                udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+                fixture_frame(&[], 0, 0, 64, 17, client, &udp)
+            },
+            0,
+        ),
+        (
+            "egress: arrived on an engine-facing interface (a return)",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
+            IFACE_ENGINE_FACING,
+        ),
+        (
+            "egress: arrived on an excluded interface",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
+            IFACE_EXCLUDED,
+        ),
+        (
+            "egress: oversize with df fails open (no icmp)",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &tcp(80, 0x10, 1460)),
+            0,
+        ),
+        (
+            "egress: vlan-tagged bytes are not ipv4",
+            fixture_frame(&[0x8100], 0, 0, 64, 6, client, &syn),
+            0,
+        ),
+        (
+            "egress: skip list",
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 7], &tcp(25, 0x02, 0)),
+            0,
+        ),
+        (
+            "egress: syn-ack from port 80 is not clamped",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                [198, 51, 100, 9],
+                &tcp_with(80, 40000, 0x12, &mss(1460)),
+            ),
+            0,
+        ),
+    ]
+}
+
+/// The tc verdict's name.
+fn tc_verdict_name(code: u32) -> &'static str {
+    match code {
+        0 => "TC_ACT_OK",
+        2 => "TC_ACT_SHOT",
+        7 => "TC_ACT_REDIRECT",
+        _ => "?",
+    }
 }
 
 fn fixture_frames() -> Vec<(&'static str, Vec<u8>)> {
@@ -1161,13 +1234,26 @@ fn fixtures_replay_in_model_and_program() {
     if std::env::var_os("REDIRECTOR_BLESS").is_some() {
         let mut model = fresh();
         let mut text = String::from(
-            "# Edge cases for xdp_redirect, table: tests/differential.rs fixture_config().\n\
+            "# Edge cases for xdp_redirect and tc_redirect_out, table: tests/differential.rs\n\
+             # fixture_config().\n\
              # Per case: name, the ingress interface's flags when not 0, input frame,\n\
-             # expected verdict and reason, expected output.\n",
+             # expected verdict and reason, expected output. Cases named \"egress: ...\"\n\
+             # run the tc egress program (redirect out) on a packet that arrived on the\n\
+             # interface with those flags.\n",
         );
         for (name, frame, iface) in fixture_inputs() {
             model.ifaces[TEST_IFINDEX as usize] = iface;
-            let o = model.process(&frame, TEST_IFINDEX, MODEL_NOW);
+            let egress = name.starts_with("egress: ");
+            let o = if egress {
+                model.process_egress(&frame, TEST_IFINDEX, MODEL_NOW)
+            } else {
+                model.process(&frame, TEST_IFINDEX, MODEL_NOW)
+            };
+            let verdict = if egress {
+                tc_verdict_name(o.verdict.tc_code())
+            } else {
+                verdict_name(o.verdict.code())
+            };
             let iface = if iface == 0 {
                 String::new()
             } else {
@@ -1176,7 +1262,7 @@ fn fixtures_replay_in_model_and_program() {
             text.push_str(&format!(
                 "\ncase {name}\n{iface}in {}\naction {} {:?}\nout {}\n",
                 hex(&frame),
-                verdict_name(o.verdict.code()),
+                verdict,
                 o.reason,
                 hex(&o.frame)
             ));
@@ -1221,15 +1307,30 @@ fn fixtures_replay_in_model_and_program() {
         redirector
             .set_iface_flags(TEST_IFINDEX, iface)
             .unwrap_or_else(|e| panic!("{e}"));
-        let o = model.process(&input, TEST_IFINDEX, MODEL_NOW);
+        // Egress cases arrived on the test interface and leave by another.
+        let egress = name.starts_with("egress: ");
+        let (o, verdict) = if egress {
+            let o = model.process_egress(&input, TEST_IFINDEX, MODEL_NOW);
+            let v = tc_verdict_name(o.verdict.tc_code());
+            (o, v)
+        } else {
+            let o = model.process(&input, TEST_IFINDEX, MODEL_NOW);
+            let v = verdict_name(o.verdict.code());
+            (o, v)
+        };
         assert_eq!(
-            format!("{} {:?}", verdict_name(o.verdict.code()), o.reason),
+            format!("{verdict} {:?}", o.reason),
             action,
             "{name}: model action"
         );
         assert_eq!(o.frame, output, "{name}: model output");
         // The program agrees with the model (and so with the file) on every case.
-        run_one(&mut redirector, &mut mirror, &input, name);
+        if egress {
+            run_one_egress(&mut redirector, &mut mirror, &input, TEST_IFINDEX, name)
+                .unwrap_or_else(|| panic!("{name}: refused by the kernel"));
+        } else {
+            run_one(&mut redirector, &mut mirror, &input, name);
+        }
         cases += 1;
     }
     assert_eq!(

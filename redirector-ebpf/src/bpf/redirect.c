@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 /*
  * The router's per-packet work on ingress (XDP): packet return (decapsulate
- * GRE from engines), then classification, bucket, connection table and
- * redirection by GRE or L2 rewrite, failing open whenever anything is missing.
+ * GRE from engines, L2 returns by MAC), SYN-ACK MSS clamping, then the shared
+ * classification (classify.h: service, lists, bucket, connection table),
+ * ICMP fragmentation-needed for DF packets too big for GRE, and redirection
+ * by GRE or L2 rewrite, failing open whenever anything is missing. And the
+ * same classification at tc egress, for "redirect out" (tc_redirect_out).
  *
  * The Rust model in redirector-ebpf/src/model.rs is the specification; this
  * is its fast twin, and the differential tests hold them to the same verdict,

@@ -47,6 +47,10 @@
  * source port, and of the any-port services. The cost
  * does not grow with the number of services.
  *
+ * Both programs of redirect.c (xdp_redirect at ingress, tc_redirect_out at
+ * egress) live in one object and so share these maps; classify.h holds the
+ * classification they share.
+ *
  * A table update is atomic: the controller writes a whole new table into the
  * slot the programs are not reading (1 - generation & 1), then increments the
  * generation. A packet reads the generation once and sees one slot only.
