@@ -171,6 +171,7 @@ pub async fn run(
         next_hops: BTreeMap::new(),
         pending: Vec::new(),
     };
+    d.push_lists();
     // Interfaces a previous run attached (pinned links adopted by the data plane) stay as
     // they are: attaching them again is no error, and no gap.
     let adopted: Vec<String> = d.plane.interfaces().into_iter().map(|(i, _)| i).collect();
@@ -537,6 +538,27 @@ impl Daemon {
         out
     }
 
+    /// Hands every group's redirect and skip lists to the data plane (it reprograms only
+    /// what changed): at start, and after a reload.
+    fn push_lists(&mut self) {
+        let lists: Vec<_> = self
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.service.router.id,
+                    g.service.redirect.clone(),
+                    g.service.skip.clone(),
+                )
+            })
+            .collect();
+        for (id, redirect, skip) in lists {
+            if let Err(e) = self.plane.set_lists(id, &redirect, &skip) {
+                self.plane_failed(&format!("writing the redirect lists of {id}"), e);
+            }
+        }
+    }
+
     /// Tells the resolver which engines to follow: every engine of every group, usable or
     /// not yet, so that a next hop is ready by the time an assignment names the engine.
     fn want_next_hops(&mut self) {
@@ -856,6 +878,7 @@ impl Daemon {
                 self.plane_failed(&format!("clearing {id}"), e);
             }
         }
+        self.push_lists();
         let old_in: Vec<String> = self.config.redirect_in.clone();
         let old_grace = self.config.dataplane.grace;
         self.config = new;

@@ -20,8 +20,9 @@ use redirector_ebpf::{PinRoot, Redirector};
 use serde::Serialize;
 use wccp::assign::Mask;
 use wccp::proto::{Assignment, ServiceId, Table};
-use wccp::wire::{ForwardingMethods, ServiceInfo};
+use wccp::wire::{ForwardingMethods, ReturnMethods, ServiceInfo};
 
+use crate::config::Prefix;
 use crate::nexthop::NextHop;
 
 /// Packet counters the data plane keeps, by engine and by service.
@@ -92,6 +93,16 @@ pub trait DataPlane {
     /// whose next hop is unresolved (or absent here) is installed not usable, so its
     /// buckets fail open. Reprograms at once when what the tables hold changes.
     fn set_next_hops(&mut self, hops: &BTreeMap<Ipv4Addr, NextHop>) -> Result<(), PlaneError>;
+    /// The operator's redirect and skip lists of `service` (complete each time; both empty
+    /// for none): a skip match on either address is never redirected, and a non-empty
+    /// redirect list redirects only traffic whose source or destination it lists.
+    /// Reprograms at once when a programmed service's lists change.
+    fn set_lists(
+        &mut self,
+        service: ServiceId,
+        redirect: &[Prefix],
+        skip: &[Prefix],
+    ) -> Result<(), PlaneError>;
 }
 
 /// A data plane that only records: what `--no-dataplane` runs and what the tests use.
@@ -108,6 +119,8 @@ pub struct MemoryPlane {
     pub excluded: Vec<String>,
     /// The last next hops received.
     pub next_hops: BTreeMap<Ipv4Addr, NextHop>,
+    /// Redirect and skip lists by service.
+    pub lists: BTreeMap<ServiceId, (Vec<Prefix>, Vec<Prefix>)>,
 }
 
 impl DataPlane for MemoryPlane {
@@ -180,6 +193,17 @@ impl DataPlane for MemoryPlane {
         self.next_hops = hops.clone();
         Ok(())
     }
+
+    fn set_lists(
+        &mut self,
+        service: ServiceId,
+        redirect: &[Prefix],
+        skip: &[Prefix],
+    ) -> Result<(), PlaneError> {
+        self.lists
+            .insert(service, (redirect.to_vec(), skip.to_vec()));
+        Ok(())
+    }
 }
 
 /// The XDP data plane, pinned under the configured pin root.
@@ -205,6 +229,8 @@ pub struct XdpPlane {
     /// table of each service marks every bucket sticky, since that run's moves (and the
     /// flows its connection table keeps) are unknown here.
     adopted: bool,
+    /// Per service, the operator's redirect and skip lists.
+    lists: BTreeMap<ServiceId, (Vec<Prefix>, Vec<Prefix>)>,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -230,6 +256,7 @@ impl XdpPlane {
             installed: None,
             moved: BTreeMap::new(),
             adopted,
+            lists: BTreeMap::new(),
         })
     }
 
@@ -237,6 +264,18 @@ impl XdpPlane {
     fn compiled(&self) -> (dp::TableConfig, Vec<Ipv4Addr>) {
         let (mut config, engines) = compile(&self.services, &self.next_hops);
         for svc in &mut config.services {
+            let key = ServiceId {
+                dynamic: svc.dynamic,
+                id: svc.id,
+            };
+            if let Some((redirect, skip)) = self.lists.get(&key) {
+                let conv = |p: &Prefix| dp::Prefix {
+                    addr: p.addr,
+                    len: p.len,
+                };
+                svc.redirect_list = redirect.iter().map(conv).collect();
+                svc.skip_list = skip.iter().map(conv).collect();
+            }
             let id = self
                 .moved
                 .iter()
@@ -359,34 +398,43 @@ fn compile(
             6 | 0 => dp::Protocol::Tcp,
             _ => continue,
         };
-        let mut index = |addr: Ipv4Addr, fwd: ForwardingMethods| -> Option<u8> {
-            if let Some(i) = engines.iter().position(|e| *e == addr) {
-                return u8::try_from(i).ok();
-            }
-            let i = u8::try_from(engines.len()).ok()?;
-            engines.push(addr);
-            let l2 = fwd.contains(ForwardingMethods::L2);
-            let path = hops.get(&addr).and_then(|h| h.path(l2).ok());
-            engine_cfgs.push(dp::EngineConfig {
-                addr,
-                router_addr: path.map_or(Ipv4Addr::UNSPECIFIED, |p| p.router_addr),
-                dst_mac: path.map_or([0; 6], |p| p.dst_mac),
-                src_mac: path.map_or([0; 6], |p| p.src_mac),
-                ifindex: path.map_or(0, |p| p.ifindex),
-                mtu: path.map_or(0, |p| p.mtu),
-                method: if l2 { dp::Method::L2 } else { dp::Method::Gre },
-                // Unresolved: listed (its returns are still recognised) but not usable,
-                // so its buckets fail open.
-                usable: path.is_some(),
-            });
-            Some(i)
-        };
+        let mut index =
+            |addr: Ipv4Addr, (fwd, ret): (ForwardingMethods, ReturnMethods)| -> Option<u8> {
+                if let Some(i) = engines.iter().position(|e| *e == addr) {
+                    return u8::try_from(i).ok();
+                }
+                let i = u8::try_from(engines.len()).ok()?;
+                engines.push(addr);
+                let l2 = fwd.contains(ForwardingMethods::L2);
+                let path = hops.get(&addr).and_then(|h| h.path(l2).ok());
+                engine_cfgs.push(dp::EngineConfig {
+                    addr,
+                    router_addr: path.map_or(Ipv4Addr::UNSPECIFIED, |p| p.router_addr),
+                    dst_mac: path.map_or([0; 6], |p| p.dst_mac),
+                    src_mac: path.map_or([0; 6], |p| p.src_mac),
+                    ifindex: path.map_or(0, |p| p.ifindex),
+                    mtu: path.map_or(0, |p| p.mtu),
+                    method: if l2 { dp::Method::L2 } else { dp::Method::Gre },
+                    // Unresolved: listed (its returns are still recognised) but not usable,
+                    // so its buckets fail open.
+                    usable: path.is_some(),
+                    // Packets it returns by L2 (its MAC as the source) pass as returned.
+                    return_method: if ret.contains(ReturnMethods::L2) {
+                        dp::Method::L2
+                    } else {
+                        dp::Method::Gre
+                    },
+                });
+                Some(i)
+            };
         let fwd_of = |addr: Ipv4Addr| {
             table
                 .engines
                 .iter()
                 .find(|e| e.address == addr)
-                .map_or(ForwardingMethods::GRE, |e| e.forwarding)
+                .map_or((ForwardingMethods::GRE, ReturnMethods::GRE), |e| {
+                    (e.forwarding, e.returns)
+                })
         };
         let assignment = match &table.assignment {
             Assignment::Hash(t) => dp::Assignment::Hash(
@@ -442,12 +490,14 @@ fn compile(
                 vec![80]
             },
             assignment,
+            ..dp::ServiceConfig::default()
         });
     }
     (
         dp::TableConfig {
             services: out,
             engines: engine_cfgs,
+            ..dp::TableConfig::default()
         },
         engines,
     )
@@ -566,6 +616,23 @@ impl DataPlane for XdpPlane {
         }
         self.install()
     }
+
+    fn set_lists(
+        &mut self,
+        service: ServiceId,
+        redirect: &[Prefix],
+        skip: &[Prefix],
+    ) -> Result<(), PlaneError> {
+        let lists = (redirect.to_vec(), skip.to_vec());
+        if self.lists.get(&service) == Some(&lists) {
+            return Ok(());
+        }
+        self.lists.insert(service, lists);
+        if !self.services.contains_key(&service) || self.redirector.is_none() {
+            return Ok(());
+        }
+        self.install()
+    }
 }
 
 #[cfg(test)]
@@ -573,7 +640,6 @@ mod tests {
     use super::*;
     use wccp::assign::BucketTable;
     use wccp::proto::EngineRoute;
-    use wccp::wire::ReturnMethods;
 
     const E: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 
@@ -624,6 +690,7 @@ mod tests {
             installed: None,
             moved: BTreeMap::new(),
             adopted: false,
+            lists: BTreeMap::new(),
         };
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         // First program: nothing moved.
@@ -670,6 +737,7 @@ mod tests {
             installed: None,
             moved: BTreeMap::new(),
             adopted: true,
+            lists: BTreeMap::new(),
         };
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         plane.note_moves(id, &table);
@@ -720,6 +788,7 @@ mod tests {
             installed: None,
             moved: BTreeMap::new(),
             adopted: false,
+            lists: BTreeMap::new(),
         };
         let id = ServiceId {
             dynamic: true,

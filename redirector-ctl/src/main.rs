@@ -25,8 +25,9 @@
 //!   Tested in network namespaces with the real binary and XDP (tests/nexthop.rs).
 //! - Reload in place: a changed password, timers or group list goes through
 //!   `wccp::router::Router::reconfigure` (view kept); methods or definition restart the group.
-//! - TODO: redirect lists (`redirect`/`skip` prefixes) are parsed, checked and shown but
-//!   not enforced: the data plane has no prefix filter yet.
+//! - Redirect and skip lists (`redirect`/`skip` prefixes): enforced by the XDP plane
+//!   (`DataPlane::set_lists`), changed by reload without restarting the group
+//!   (tests/tests/e2e_lists.rs). Engines' L2 return method is passed to the data plane.
 //! - XDP attach with redirection to a joined engine: tested in network namespaces
 //!   (tests/nexthop.rs). Not yet tested here: Squid interop (patched Squid being built).
 

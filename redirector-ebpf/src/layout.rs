@@ -100,7 +100,7 @@ pub struct Control {
     pub grace_jiffies: u64,
     /// Packets read table slot `generation & 1`; bumped after a slot is fully written.
     pub generation: u32,
-    /// [`CONTROL_ENABLED`].
+    /// [`CONTROL_ENABLED`], [`CONTROL_L2_RETURN`] shifted by slot.
     pub flags: u32,
 }
 
@@ -126,8 +126,9 @@ pub struct TableHeader {
     pub any_pref: [u16; PORT_PROTOCOLS],
     /// Services in this slot (informational).
     pub services: u16,
-    /// Zero.
-    pub reserved: u16,
+    /// Largest MSS a SYN-ACK of a [`SERVICE_MSS_CLAMP`] service may announce (0: no
+    /// clamping): per table so that it changes with the generation flip.
+    pub mss_clamp: u16,
 }
 
 /// A service at its rank. C: `struct redirector_service`.
@@ -201,6 +202,38 @@ pub struct EngineKey {
     pub addr: u32,
 }
 
+/// Key of `engine_macs`: the L2-return engines by MAC, per slot so that the set changes
+/// with the generation flip. C: `struct redirector_mac_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    /// Table slot.
+    pub slot: u32,
+    /// The engine's MAC, the source MAC of what it returns.
+    pub mac: [u8; 6],
+    /// Zero.
+    pub reserved: [u8; 2],
+}
+
+/// Key of the `prefixes` LPM trie: slot and service rank lead the key so that each
+/// slot's and each service's lists are separate sub-tries and a list changes with the
+/// generation flip. `prefixlen` is [`PREFIX_KEY_BITS`] plus the address prefix's length.
+/// C: `struct redirector_prefix_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKey {
+    /// Bits of the key that count: [`PREFIX_KEY_BITS`] + the prefix length.
+    pub prefixlen: u32,
+    /// Table slot.
+    pub slot: u8,
+    /// The service's rank.
+    pub rank: u8,
+    /// Zero.
+    pub reserved: [u8; 2],
+    /// Address, network order.
+    pub addr: u32,
+}
+
 /// Key of `conns`: a TCP flow as the client sends it. C: `struct redirector_flow`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -248,6 +281,10 @@ unsafe impl aya::Pod for EngineKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FlowKey {}
 // SAFETY: as above.
+unsafe impl aya::Pod for MacKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PrefixKey {}
+// SAFETY: as above.
 unsafe impl aya::Pod for ConnEntry {}
 
 /// Every type shared with the C programs. One line per type.
@@ -255,7 +292,7 @@ pub const SHARED_TYPES: &[SharedType] = &[
     shared_type!(Counters => "redirector_counters" { packets, bytes }),
     shared_type!(Control => "redirector_control" { heartbeat_jiffies, grace_jiffies, generation, flags }),
     shared_type!(PortEntry => "redirector_port" { dst_pref, src_pref }),
-    shared_type!(TableHeader => "redirector_table" { any_pref, services, reserved }),
+    shared_type!(TableHeader => "redirector_table" { any_pref, services, mss_clamp }),
     shared_type!(ServiceEntry => "redirector_service" {
         flags, service_id, options, reserved, mask_pos
     }),
@@ -266,6 +303,8 @@ pub const SHARED_TYPES: &[SharedType] = &[
     shared_type!(EngineKey => "redirector_engine_key" { slot, addr }),
     shared_type!(FlowKey => "redirector_flow" { saddr, daddr, sport, dport, protocol, reserved }),
     shared_type!(ConnEntry => "redirector_conn" { engine_addr, engine }),
+    shared_type!(MacKey => "redirector_mac_key" { slot, mac, reserved }),
+    shared_type!(PrefixKey => "redirector_prefix_key" { prefixlen, slot, rank, reserved, addr }),
 ];
 
 // The constants of redirector.h, same names (the differential tests catch a drift).
@@ -294,6 +333,10 @@ pub const MASK_POSITIONS: usize = 8;
 pub const NO_POSITION: u8 = 0xff;
 /// `control.flags`: redirection on.
 pub const CONTROL_ENABLED: u32 = 0x1;
+/// `control.flags`, shifted left by the slot: that slot has L2-return engines. Part of
+/// the record every packet reads anyway, so that tables without such engines pay nothing
+/// for the L2 return check.
+pub const CONTROL_L2_RETURN: u32 = 0x2;
 /// `ifaces[]`: never redirect traffic arriving here.
 pub const IFACE_EXCLUDED: u32 = 0x1;
 /// `ifaces[]`: engine-facing, packet return only.
@@ -302,6 +345,23 @@ pub const IFACE_ENGINE_FACING: u32 = 0x2;
 pub const SERVICE_DYNAMIC: u8 = 0x1;
 /// `service.options`: mask assignment.
 pub const SERVICE_MASK: u8 = 0x2;
+/// `service.options`: the service has a skip or a redirect list, so its packets pay the
+/// prefix lookups; services without lists pay nothing.
+pub const SERVICE_LISTS: u8 = 0x4;
+/// `service.options`: the service has a redirect list, so a packet with neither address
+/// in it is skipped.
+pub const SERVICE_REDIRECT_LIST: u8 = 0x8;
+/// `service.options`: the service is redirected in GRE, so the SYN-ACKs toward its
+/// clients are MSS-clamped (when the table's clamp is not 0).
+pub const SERVICE_MSS_CLAMP: u8 = 0x10;
+/// `prefixes` value: a listed skip prefix contains the address.
+pub const PREFIX_SKIP: u32 = 0x1;
+/// `prefixes` value: a listed redirect prefix contains the address.
+pub const PREFIX_REDIRECT: u32 = 0x2;
+/// Bits of a `prefixes` key before the address (slot, rank, reserved).
+pub const PREFIX_KEY_BITS: u32 = 32;
+/// Prefixes per table slot (both lists of every service).
+pub const MAX_PREFIXES: usize = 16384;
 /// `bucket.flags`: the engine is meaningful.
 pub const BUCKET_ASSIGNED: u8 = 0x1;
 /// `bucket.flags`: use the alternate hash's bucket.
@@ -316,14 +376,20 @@ pub const METHOD_L2: u8 = 2;
 pub const ENGINE_USABLE: u8 = 0x1;
 /// Reasons: one counter per reason at `stats[reason]`.
 pub const REASONS: usize = 32;
+/// First counter of things done to a packet besides its verdict (reasons stay below).
+pub const STATS_EVENTS_BASE: usize = 24;
+/// SYN-ACKs whose MSS option was lowered.
+pub const STATS_MSS_CLAMPED: usize = STATS_EVENTS_BASE;
 /// First per-service counter.
 pub const STATS_SERVICE_BASE: usize = REASONS;
 /// Counters per service.
 pub const STATS_PER_SERVICE: usize = 4;
 /// Per-service kind: redirected.
 pub const STATS_SERVICE_REDIRECTED: usize = 0;
-/// Per-service kind: failed open (unassigned, engine down, heartbeat, too big).
+/// Per-service kind: failed open (unassigned, engine down, heartbeat, too big without DF).
 pub const STATS_SERVICE_FAILED_OPEN: usize = 1;
+/// Per-service kind: skipped by its skip or redirect list.
+pub const STATS_SERVICE_SKIPPED: usize = 2;
 /// First per-engine counter.
 pub const STATS_ENGINE_BASE: usize = STATS_SERVICE_BASE + 256 * STATS_PER_SERVICE;
 /// Counters per engine.

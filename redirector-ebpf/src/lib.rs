@@ -17,13 +17,18 @@
 //!
 //! # The redirect program
 //!
-//! `src/bpf/redirect.c` (`xdp_redirect`) does the router's per-packet work: packet
-//! return, classification, bucket, connection table, GRE or L2 redirection, fail open.
+//! `src/bpf/redirect.c` (`xdp_redirect`, and `tc_redirect_out` for redirect out) does
+//! the router's per-packet work: packet
+//! return (GRE, and L2 by engine MAC), SYN-ACK MSS clamping, classification, the
+//! operator's redirect and skip lists, bucket, connection table, GRE or L2 redirection,
+//! ICMP fragmentation-needed for DF packets too big for GRE, fail open.
 //! [`model`] is its specification in Rust; `tests/differential.rs` holds the two to the
 //! same verdict, output bytes, counters and connection table. The map layout and the
-//! reasons for it are at the top of `src/bpf/redirector.h`: every per-packet lookup is
-//! an array (inlined by the kernel), a service is a maximum of three per-port
-//! preferences, and a table update is a write of the idle slot and one generation flip.
+//! reasons for it are at the top of `src/bpf/redirector.h`: every per-packet lookup of
+//! the common path is an array (inlined by the kernel), a service is a maximum of three
+//! per-port preferences, the rarer features are gated by a service option or a control
+//! bit so that packets without them pay no lookup, and a table update is a write of the
+//! idle slot and one generation flip.
 //! [`table`] compiles what the controller wants into a slot's contents; [`Redirector`]
 //! writes them.
 //!
@@ -31,7 +36,7 @@
 //!
 //! - Done: map layout and `#[repr(C)]` twins (BTF-checked); model; C program (verifier
 //!   clean); differential test, 102 000 random packets over 120 tables, exact agreement
-//!   on verdict, bytes, counters and connection table; 20 named edge cases in
+//!   on verdict, bytes, counters and connection table; 54 named edge cases in
 //!   `tests/fixtures/edge-cases.txt` replayed by both (`REDIRECTOR_BLESS=1` rewrites the
 //!   file from the model); model checked against `wccp::assign` (hash, mask) and
 //!   `wccp::wire` (GRE); loader: load, install a table atomically, heartbeat, enable,
@@ -43,12 +48,32 @@
 //!   adoption on restart (pinned links switched to the new program by `bpf_link_update`,
 //!   no gap), `clear` removes every pin; CLOCK_MONOTONIC heartbeat helper.
 //!   `tests/lifecycle.rs` proves it on veths in network namespaces.
-//! - Next: benchmarks (`cargo xtask bench dataplane`).
-//! - Later: redirect lists (prefixes to redirect or skip), MSS clamping, ICMP
-//!   fragmentation-needed for DF packets too big for GRE (today: passed, counted),
-//!   tc egress ("redirect out"), L2 return by engine MAC on shared interfaces (today an
-//!   engine-facing interface never redirects), VLAN tags on the GRE side, a ring buffer
-//!   of events.
+//! - Done: benchmarks (`cargo xtask bench dataplane`).
+//! - Done (issue 11): redirect and skip lists per service
+//!   ([`table::ServiceConfig::redirect_list`], [`table::ServiceConfig::skip_list`]): one
+//!   LPM trie keyed by slot and service rank, whose values carry every enclosing listed
+//!   prefix's kind so that one lookup per address decides; skip wins on either address, a
+//!   non-empty redirect list needs the source or the destination; reasons `ListSkip`,
+//!   `NotListed` and a per-service skipped counter; services without lists pay nothing.
+//!   ICMP fragmentation needed (type 3 code 4, next-hop MTU = engine MTU - 28, the IP
+//!   header and 8 bytes quoted, MACs swapped, XDP_TX) for DF packets too big for GRE.
+//!   SYN-ACK MSS clamping ([`table::MssClamp`], on by default for TCP services with GRE
+//!   engines: MTU - 68) for segments from a clamped service's port, before the
+//!   engine-facing return, incremental checksum (odd offsets included), counted at
+//!   `layout::STATS_MSS_CLAMPED`. L2 return ([`table::EngineConfig::return_method`]):
+//!   packets from an L2-return engine's MAC (not from its own address) pass as returned,
+//!   on any interface, behind a per-slot control bit and a MAC bit filter.
+//! - Done: redirect out ([`Redirector::attach_out`]): `tc_redirect_out`, a tc egress
+//!   (tcx) program in the same object, shares `classify()` (`src/bpf/classify.h`) with
+//!   the XDP program and [`model::Dataplane::classify`] in the model
+//!   ([`model::Dataplane::process_egress`]); packets that arrived on an engine-facing or
+//!   excluded interface are never redirected out; too big for GRE fails open (no ICMP at
+//!   egress); egress links pinned under `links-out/`, adopted and cleared. About 30% of
+//!   the differential's random packets and 8 fixture cases go through it;
+//!   `tests/lifecycle.rs` runs it on veths.
+//! - Later: VLAN tags on the GRE side (and tagged frames at egress), a ring buffer of
+//!   events, per-service MSS clamps, clamping for source-port services and at egress,
+//!   GSO packets at egress (they fail open), ICMP rate limiting.
 
 #![warn(missing_docs)]
 
@@ -63,4 +88,6 @@ pub mod table;
 
 pub use lifecycle::{tick_hz, PinRoot, PinRootError};
 pub use loader::{object_bytes, object_names, EbpfObject, LoadError};
-pub use redirector::{AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, PROGRAM};
+pub use redirector::{
+    AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, OUT_PROGRAM, PROGRAM,
+};

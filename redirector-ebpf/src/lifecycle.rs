@@ -9,6 +9,7 @@
 //! ```text
 //! /sys/fs/bpf/wccp-redirector/<instance>/maps/<map>     every map of the redirect object
 //! /sys/fs/bpf/wccp-redirector/<instance>/links/<iface>  one XDP link per interface
+//! /sys/fs/bpf/wccp-redirector/<instance>/links-out/<iface>  one tc egress link each
 //! ```
 
 use std::{
@@ -90,6 +91,13 @@ impl PinRoot {
         self.dir.join("links")
     }
 
+    /// The directory of the pinned tc egress ("redirect out") links, one file per
+    /// interface name: apart from the XDP links because interface names may hold any
+    /// character a suffix could use.
+    pub fn out_links_dir(&self) -> PathBuf {
+        self.dir.join("links-out")
+    }
+
     /// Whether a data plane was left here (a previous process pinned its maps).
     pub fn exists(&self) -> bool {
         self.maps_dir().is_dir()
@@ -105,7 +113,7 @@ impl PinRoot {
         if self.dir.starts_with(BPFFS) {
             ensure_bpffs_mounted().map_err(|e| not_bpffs(format!("mounting {BPFFS}: {e}")))?;
         }
-        for dir in [self.maps_dir(), self.links_dir()] {
+        for dir in [self.maps_dir(), self.links_dir(), self.out_links_dir()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| not_bpffs(format!("creating {}: {e}", dir.display())))?;
         }

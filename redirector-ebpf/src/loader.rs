@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use aya::{
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
 
@@ -141,6 +141,28 @@ impl EbpfObject {
         let xdp: &mut Xdp = found.try_into().map_err(error)?;
         match xdp.load() {
             Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(xdp),
+            Err(source) => Err(error(source)),
+        }
+    }
+
+    /// The tc program `program` (its C function name), loaded on first use like
+    /// [`EbpfObject::xdp`].
+    pub fn classifier(&mut self, program: &str) -> Result<&mut SchedClassifier, LoadError> {
+        let error = |source| LoadError::Program {
+            object: self.name.clone(),
+            program: program.to_owned(),
+            source: Box::new(source),
+        };
+        let found = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| LoadError::ProgramNotFound {
+                object: self.name.clone(),
+                program: program.to_owned(),
+            })?;
+        let tc: &mut SchedClassifier = found.try_into().map_err(error)?;
+        match tc.load() {
+            Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(tc),
             Err(source) => Err(error(source)),
         }
     }

@@ -1,6 +1,7 @@
-//! The reference model of the XDP program `xdp_redirect` (`src/bpf/redirect.c`): the
-//! same maps, the same per-packet decision, the same output bytes and counters, written
-//! for reading rather than for speed. The differential tests hold the C program to it.
+//! The reference model of the XDP program `xdp_redirect` (`src/bpf/redirect.c`), and of
+//! the tc egress program `tc_redirect_out` ([`Dataplane::process_egress`]): the same
+//! maps, the same per-packet decision, the same output bytes and counters, written for
+//! reading rather than for speed. The differential tests hold the C programs to it.
 //!
 //! The order of the checks is part of the specification (it decides which reason a
 //! packet is counted under):
@@ -9,33 +10,47 @@
 //! 2. IPv4 header: version, IHL, total length within the frame; otherwise malformed.
 //! 3. Control record: not enabled: pass. The generation picks the table slot.
 //! 4. GRE from an engine address: packet return (decapsulate WCCP GRE, pass).
-//! 5. Interface flags: excluded, or engine-facing: pass.
-//! 6. Fragments (first or not): pass; a flow's fragments must not split.
-//! 7. TCP or UDP header (ports; TCP flags); other protocols: no service.
-//! 8. Service: the best of the services matching the destination port, the source port,
-//!    or any port of the protocol.
-//! 9. Source is an engine (its own connection): pass.
-//! 10. Bucket (hash, with the alternate hash when the bucket says so) or mask value;
+//! 5. Interface flags: excluded: pass.
+//! 6. A TCP SYN-ACK (not a fragment) whose source port is served by a service redirected
+//!    in GRE (the best of those matching it as a destination port or any port): its MSS
+//!    option is lowered to the table's clamp, checksum updated; processing goes on with
+//!    the clamped frame. Before the engine-facing check, because the engines' SYN-ACKs
+//!    arrive there.
+//! 7. Source MAC of an L2-return engine (only when the slot has such engines, a bit of
+//!    the control record; then behind a bit filter), source address not the engine's
+//!    own: returned, pass.
+//! 8. Engine-facing interface: pass.
+//! 9. Fragments (first or not): pass; a flow's fragments must not split.
+//! 10. TCP or UDP header (ports; TCP flags); other protocols: no service.
+//! 11. Service: the best of the services matching the destination port, the source port,
+//!     or any port of the protocol.
+//! 12. Source is an engine (its own connection): pass.
+//! 13. Lists, for services that have them: the source or destination in the skip list, or
+//!     a redirect list that holds neither: pass.
+//! 14. Bucket (hash, with the alternate hash when the bucket says so) or mask value;
 //!     unassigned: fail open.
-//! 11. TCP non-SYN in a sticky bucket: the engine remembered at the flow's SYN, while it
+//! 15. TCP non-SYN in a sticky bucket: the engine remembered at the flow's SYN, while it
 //!     is usable.
-//! 12. Engine not usable, or heartbeat stale: fail open.
-//! 13. GRE and too big for the engine's MTU: fail open (counted apart with DF set).
-//! 14. A SYN (without ACK) records its engine in the connection table.
-//! 15. L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
+//! 16. Engine not usable, or heartbeat stale: fail open.
+//! 17. GRE and too big for the engine's MTU: DF clear, fail open; DF set, answer with
+//!     ICMP fragmentation needed out of the ingress interface.
+//! 18. A SYN (without ACK) records its engine in the connection table.
+//! 19. L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
 //!     outer IPv4 (TOS and DF copied, TTL 64, id 0) + GRE 0x883E + redirect header.
 
 use std::collections::HashMap;
 
 use crate::layout::{
-    ConnEntry, Control, Counters, FlowKey, BUCKETS, BUCKET_ALTERNATE, BUCKET_ASSIGNED,
-    BUCKET_STICKY, CONTROL_ENABLED, ENGINE_USABLE, IFACE_ENGINE_FACING, IFACE_EXCLUDED,
-    MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES, METHOD_GRE, METHOD_L2, PORTS,
-    SERVICE_DYNAMIC, SERVICE_MASK, STATS_ENGINE_BASE, STATS_ENGINE_CONN_HITS,
-    STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES, STATS_PER_ENGINE,
-    STATS_PER_SERVICE, STATS_SERVICE_BASE, STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED,
+    ConnEntry, Control, Counters, EngineEntry, FlowKey, ServiceEntry, BUCKETS, BUCKET_ALTERNATE,
+    BUCKET_ASSIGNED, BUCKET_STICKY, CONTROL_ENABLED, CONTROL_L2_RETURN, ENGINE_USABLE,
+    IFACE_ENGINE_FACING, IFACE_EXCLUDED, MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES,
+    METHOD_GRE, METHOD_L2, PORTS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC,
+    SERVICE_LISTS, SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE,
+    STATS_ENGINE_CONN_HITS, STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES,
+    STATS_MSS_CLAMPED, STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE,
+    STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED, STATS_SERVICE_SKIPPED,
 };
-use crate::table::{filter_position, Table};
+use crate::table::{filter_position, mac_filter_position, Table};
 
 /// Why a packet got its verdict; the index of its counter in `stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,7 +80,8 @@ pub enum Reason {
     Heartbeat = 10,
     /// Too big for GRE, DF clear: forwarded unredirected.
     TooBig = 11,
-    /// Too big for GRE, DF set: forwarded unredirected (ICMP not yet).
+    /// Too big for GRE, DF set: answered with ICMP fragmentation needed (XDP_TX), so
+    /// that the sender lowers its path MTU.
     TooBigDf = 12,
     /// Redirected in GRE.
     RedirectGre = 13,
@@ -77,11 +93,18 @@ pub enum Reason {
     ReturnBad = 16,
     /// `bpf_xdp_adjust_head` refused (never in the model).
     AdjustFailed = 17,
+    /// From the MAC of an engine that returns at L2 (and not from its own address):
+    /// forwarded, never redirected again.
+    ReturnL2 = 18,
+    /// The service's skip list holds the source or the destination.
+    ListSkip = 19,
+    /// The service has a redirect list that holds neither address.
+    NotListed = 20,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 21] = [
         Reason::NotIpv4,
         Reason::Malformed,
         Reason::Disabled,
@@ -100,6 +123,9 @@ impl Reason {
         Reason::ReturnGre,
         Reason::ReturnBad,
         Reason::AdjustFailed,
+        Reason::ReturnL2,
+        Reason::ListSkip,
+        Reason::NotListed,
     ];
 
     /// The reason with counter index `index`.
@@ -124,6 +150,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The tc program's return value for the same decision: `TC_ACT_OK` (0) for
+    /// [`Verdict::Pass`], `TC_ACT_REDIRECT` (7), `TC_ACT_SHOT` (2) for the rest.
+    pub const fn tc_code(self) -> u32 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Redirect(_) => 7,
+            _ => 2,
+        }
+    }
+
     /// The program's return value.
     pub const fn code(self) -> u32 {
         match self {
@@ -181,6 +217,7 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_GRE: u8 = 47;
+const IPPROTO_ICMP: u8 = 1;
 const IP_MF_OFFSET: u16 = 0x3fff;
 const IP_DF: u16 = 0x4000;
 const TCP_SYN: u8 = 0x02;
@@ -255,6 +292,148 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// RFC 1624's incremental update (eqn. 3) of a checksum for one 16-bit word changed
+/// from `old` to `new`: `~(~check + ~old + new)`, the arithmetic the C program does.
+pub fn checksum_replace(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Bytes of IP packet the ICMP answer needs in the frame: the C program's checksum reads
+/// a fixed window of 76 bytes (ICMP header, the longest IP header, 8 bytes) that starts
+/// 8 bytes before the original IP header. A compiled table's MTU (at least 96) makes
+/// every too-big packet longer than that.
+const ICMP_QUOTE_MIN: usize = 68;
+/// TOS of the ICMP answer: precedence "internetwork control", as hosts send errors.
+const ICMP_TOS: u8 = 0xc0;
+
+/// The ICMP fragmentation-needed (type 3 code 4) answer to a DF packet too big for its
+/// engine's path, as the C program writes it: back to the sender on the Ethernet it came
+/// by (MACs swapped, VLAN tags kept), from the router's address on the engine's side,
+/// announcing the engine's MTU less GRE's 28 bytes, quoting the IP header and the first 8
+/// bytes of payload (RFC 792). The client's stack lowers its path MTU and resends.
+pub fn frag_needed(frame: &[u8], l3: usize, ihl: usize, router_addr: u32, mtu: u16) -> Vec<u8> {
+    let quote = &frame[l3..l3 + ihl + 8];
+    let mut out = Vec::with_capacity(l3 + 28 + quote.len());
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    out.extend_from_slice(&frame[12..l3]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[1] = ICMP_TOS;
+    ip[2..4].copy_from_slice(&((28 + quote.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = IPPROTO_ICMP;
+    ip[12..16].copy_from_slice(&router_addr.to_ne_bytes());
+    ip[16..20].copy_from_slice(&frame[l3 + 12..l3 + 16]);
+    let check = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&ip);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&(mtu - GRE_OVERHEAD as u16).to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let check = ipv4_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&icmp);
+    out
+}
+
+/// `flags` with slot `generation & 1`'s [`CONTROL_L2_RETURN`] bit saying whether `table`
+/// has L2-return engines: how the loader writes the control record with a table.
+pub fn l2_return_flag(flags: u32, generation: u32, table: &Table) -> u32 {
+    let bit = CONTROL_L2_RETURN << (generation & 1);
+    if table.engine_macs.is_empty() {
+        flags & !bit
+    } else {
+        flags | bit
+    }
+}
+
+/// What [`Dataplane::classify`] chose for a packet to redirect.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    /// Engine index.
+    pub engine: usize,
+    /// Its entry.
+    pub eng: EngineEntry,
+    /// The service's entry.
+    pub svc: ServiceEntry,
+    /// Service id.
+    pub service: u8,
+    /// Primary bucket or mask value.
+    pub primary: u8,
+    /// Secondary (alternate hash) bucket.
+    pub secondary: u8,
+    /// The alternate hash was used.
+    pub alternate: bool,
+    /// A TCP SYN without ACK: its engine is remembered.
+    pub syn: bool,
+    /// The flow, as the connection table keys it.
+    pub flow: FlowKey,
+}
+
+/// The redirected frame, as both hooks write it: L2, both MACs rewritten; GRE, the
+/// Ethernet header (and tags) replaced by Ethernet + outer IPv4 (TOS and DF copied, TTL
+/// 64, id 0) + GRE 0x883E + redirect header.
+fn encapsulate(frame: &[u8], l3: usize, d: &Decision) -> (Vec<u8>, Reason) {
+    let eng = d.eng;
+    let ip = &frame[l3..];
+    if eng.method == METHOD_L2 {
+        let mut out = frame.to_vec();
+        out[..6].copy_from_slice(&eng.dst_mac);
+        out[6..12].copy_from_slice(&eng.src_mac);
+        return (out, Reason::RedirectL2);
+    }
+    let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
+    let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD);
+    out.extend_from_slice(&eng.dst_mac);
+    out.extend_from_slice(&eng.src_mac);
+    out.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    let mut outer = [0u8; 20];
+    outer[0] = 0x45;
+    outer[1] = ip[1];
+    outer[2..4].copy_from_slice(&((tot_len + GRE_OVERHEAD) as u16).to_be_bytes());
+    outer[6..8].copy_from_slice(&(frag_off & IP_DF).to_be_bytes());
+    outer[8] = 64;
+    outer[9] = IPPROTO_GRE;
+    outer[12..16].copy_from_slice(&eng.router_addr.to_ne_bytes());
+    outer[16..20].copy_from_slice(&eng.addr.to_ne_bytes());
+    let check = ipv4_checksum(&outer);
+    outer[10..12].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(&[0, 0, 0x88, 0x3e]);
+    let mut rh0 = 0;
+    if d.svc.options & SERVICE_DYNAMIC != 0 {
+        rh0 |= 0x01;
+    }
+    if d.alternate {
+        rh0 |= 0x02;
+    }
+    out.extend_from_slice(&[rh0, d.service, d.secondary, d.primary]);
+    out.extend_from_slice(&frame[l3..]);
+    (out, Reason::RedirectGre)
+}
+
+impl Table {
+    /// What the `prefixes` trie answers for `addr` (host order) under the service at
+    /// `rank`: the value of the longest listed prefix that contains it, 0 for none.
+    pub fn prefix_kinds(&self, rank: usize, addr: u32) -> u32 {
+        self.prefixes
+            .iter()
+            .filter(|(k, _)| usize::from(k.rank) == rank)
+            .filter(|(k, _)| {
+                let len = k.prefixlen - PREFIX_KEY_BITS;
+                let net = u32::from_be(k.addr);
+                len == 0 || (addr ^ net) >> (32 - len) == 0
+            })
+            .max_by_key(|(k, _)| k.prefixlen)
+            .map_or(0, |&(_, v)| v)
+    }
+}
+
 impl Dataplane {
     /// The table packets read now.
     pub fn active(&self) -> &Table {
@@ -268,6 +447,8 @@ impl Dataplane {
         self.slots[(next & 1) as usize] = table;
         self.control.generation = next;
         self.control.flags |= CONTROL_ENABLED;
+        self.control.flags =
+            l2_return_flag(self.control.flags, next, &self.slots[(next & 1) as usize]);
     }
 
     fn count(&mut self, index: usize, bytes: u64) {
@@ -339,8 +520,6 @@ impl Dataplane {
         let frag = frag_off & IP_MF_OFFSET != 0;
         let protocol = ip[9];
         let saddr_ne = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-        let saddr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-        let daddr = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
 
         if self.control.flags & CONTROL_ENABLED == 0 {
             return pass(self, Reason::Disabled);
@@ -366,6 +545,40 @@ impl Dataplane {
         if iface & IFACE_EXCLUDED != 0 {
             return pass(self, Reason::Excluded);
         }
+
+        // From here on the frame may carry a clamped MSS: every outcome uses it.
+        let mut frame = frame.to_vec();
+        if protocol == IPPROTO_TCP && !frag {
+            let th = l3 + ihl;
+            if self.clamp_synack(&mut frame, th, slot) {
+                self.count(STATS_MSS_CLAMPED, bytes);
+            }
+        }
+        let frame = frame;
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.clone(), bytes);
+        let ip = &frame[l3..];
+
+        {
+            let table = &self.slots[slot];
+            let mac: [u8; 6] = frame[6..12].try_into().expect("14-byte header checked");
+            let (word, bit) = mac_filter_position(&mac);
+            if self.control.flags & (CONTROL_L2_RETURN << slot) != 0
+                && table.mac_filter[word] >> bit & 1 == 1
+            {
+                let found = table.engine_macs.iter().find(|(m, _)| *m == mac);
+                if let Some(&(_, engine)) = found {
+                    let idx = engine as usize & (MAX_ENGINES - 1);
+                    if table.engines[idx].addr != saddr_ne {
+                        self.count(
+                            STATS_ENGINE_BASE + idx * STATS_PER_ENGINE + STATS_ENGINE_RETURNED,
+                            bytes,
+                        );
+                        return pass(self, Reason::ReturnL2);
+                    }
+                }
+            }
+        }
+
         if iface & IFACE_ENGINE_FACING != 0 {
             return pass(self, Reason::EngineFacing);
         }
@@ -373,12 +586,148 @@ impl Dataplane {
             return pass(self, Reason::Fragment);
         }
 
+        let d = match self.classify(&frame, l3, ihl, slot, now_jiffies, bytes) {
+            Ok(d) => d,
+            Err(outcome) => return outcome,
+        };
+        let eng = d.eng;
+        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
+        {
+            if frag_off & IP_DF == 0 {
+                return self.fail_open(Reason::TooBig, d.service, &frame, bytes);
+            }
+            // The C program needs the quote and the words its checksum loop reads in
+            // the frame; a compiled table's MTU (>= 96) always leaves them there.
+            if ip.len() < ICMP_QUOTE_MIN {
+                return self.fail_open(Reason::TooBigDf, d.service, &frame, bytes);
+            }
+            let out = frag_needed(&frame, l3, ihl, eng.router_addr, eng.mtu);
+            return self.finish(Verdict::Tx, Reason::TooBigDf, out, bytes);
+        }
+        self.remember_syn(&d);
+        let (out, reason) = encapsulate(&frame, l3, &d);
+        self.count_redirected(&d, bytes);
+        let verdict = if eng.ifindex == 0 {
+            Verdict::Tx
+        } else {
+            Verdict::Redirect(eng.ifindex)
+        };
+        self.finish(verdict, reason, out, bytes)
+    }
+
+    /// "Redirect out": runs the tc egress program `tc_redirect_out` on one frame leaving
+    /// an interface it is attached to, which arrived on `ingress_ifindex` (0 for the
+    /// router's own packets). Its verdict is [`Verdict::Pass`] for "on its way out of
+    /// this interface" (rewritten or not), [`Verdict::Redirect`] for another interface;
+    /// [`Verdict::tc_code`] numbers them as tc does.
+    ///
+    /// 1. Untagged Ethernet and IPv4, checked as at ingress.
+    /// 2. Control record: not enabled, pass.
+    /// 3. Arrived on an excluded or engine-facing interface (the engines' returns among
+    ///    what arrives there): pass. Fragments: pass.
+    /// 4. The classification of ingress ([`Dataplane::classify`]).
+    /// 5. GRE and too big for the engine's MTU: fail open, DF or not (no ICMP here).
+    /// 6. SYN recorded; L2 or GRE rewrite as at ingress; the engine's interface, or this
+    ///    one when the engine's is 0.
+    pub fn process_egress(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        now_jiffies: u64,
+    ) -> Outcome {
+        let bytes = frame.len() as u64;
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.to_vec(), bytes);
+        let Some(proto) = be16(frame, 12) else {
+            return pass(self, Reason::Malformed);
+        };
+        if proto != ETH_P_IP {
+            return pass(self, Reason::NotIpv4);
+        }
+        let l3 = 14;
+        if frame.len() < l3 + 20 {
+            return pass(self, Reason::Malformed);
+        }
+        let ip = &frame[l3..];
+        if ip[0] >> 4 != 4 || ip[0] & 0xf < 5 {
+            return pass(self, Reason::Malformed);
+        }
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if ip.len() < ihl || tot_len < ihl || tot_len > ip.len() {
+            return pass(self, Reason::Malformed);
+        }
+        let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
+        if self.control.flags & CONTROL_ENABLED == 0 {
+            return pass(self, Reason::Disabled);
+        }
+        let slot = (self.control.generation & 1) as usize;
+        let iface = if (ingress_ifindex as usize) < MAX_IFINDEX {
+            self.ifaces[ingress_ifindex as usize]
+        } else {
+            0
+        };
+        if iface & IFACE_EXCLUDED != 0 {
+            return pass(self, Reason::Excluded);
+        }
+        if iface & IFACE_ENGINE_FACING != 0 {
+            return pass(self, Reason::EngineFacing);
+        }
+        if frag_off & IP_MF_OFFSET != 0 {
+            return pass(self, Reason::Fragment);
+        }
+        let d = match self.classify(frame, l3, ihl, slot, now_jiffies, bytes) {
+            Ok(d) => d,
+            Err(mut outcome) => {
+                outcome.verdict = Verdict::Pass;
+                return outcome;
+            }
+        };
+        let eng = d.eng;
+        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
+        {
+            let reason = if frag_off & IP_DF != 0 {
+                Reason::TooBigDf
+            } else {
+                Reason::TooBig
+            };
+            return self.fail_open(reason, d.service, frame, bytes);
+        }
+        self.remember_syn(&d);
+        let (out, reason) = encapsulate(frame, l3, &d);
+        self.count_redirected(&d, bytes);
+        let verdict = if eng.ifindex == 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Redirect(eng.ifindex)
+        };
+        self.finish(verdict, reason, out, bytes)
+    }
+
+    /// The classification both hooks share (`classify()` in `src/bpf/classify.h`), from
+    /// the transport header of an unfragmented IPv4 packet at `l3` with an `ihl`-byte
+    /// header: steps 10 to 16 of [`Dataplane::process`]. The engine chosen, or the
+    /// counted outcome of a packet that goes on unredirected.
+    pub fn classify(
+        &mut self,
+        frame: &[u8],
+        l3: usize,
+        ihl: usize,
+        slot: usize,
+        now_jiffies: u64,
+        bytes: u64,
+    ) -> Result<Decision, Outcome> {
+        let pass = |dp: &mut Self, reason| dp.finish(Verdict::Pass, reason, frame.to_vec(), bytes);
+        let ip = &frame[l3..];
+        let protocol = ip[9];
+        let saddr_ne = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        let saddr = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        let daddr = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
         let l4 = &ip[ihl..];
         let (proto_i, tcp_flags) = match protocol {
             IPPROTO_TCP if l4.len() >= 20 => (0, l4[13]),
             IPPROTO_UDP if l4.len() >= 8 => (1, 0),
-            IPPROTO_TCP | IPPROTO_UDP => return pass(self, Reason::Malformed),
-            _ => return pass(self, Reason::NoService),
+            IPPROTO_TCP | IPPROTO_UDP => return Err(pass(self, Reason::Malformed)),
+            _ => return Err(pass(self, Reason::NoService)),
         };
         let sport = u16::from_be_bytes([l4[0], l4[1]]);
         let dport = u16::from_be_bytes([l4[2], l4[3]]);
@@ -390,7 +739,7 @@ impl Dataplane {
             .max(table.ports[base + usize::from(sport)].src_pref)
             .max(table.header.any_pref[proto_i]);
         if pref == 0 || usize::from(pref) > MAX_SERVICES {
-            return pass(self, Reason::NoService);
+            return Err(pass(self, Reason::NoService));
         }
         let rank = MAX_SERVICES - usize::from(pref);
 
@@ -398,11 +747,34 @@ impl Dataplane {
         if table.filter[word] >> bit & 1 == 1
             && table.engine_addrs.iter().any(|&(a, _)| a == saddr_ne)
         {
-            return pass(self, Reason::EngineSource);
+            return Err(pass(self, Reason::EngineSource));
         }
 
         let svc = table.services[rank];
         let service = svc.service_id;
+        if svc.options & SERVICE_LISTS != 0 {
+            let mut kinds = table.prefix_kinds(rank, daddr);
+            if kinds & PREFIX_SKIP == 0 {
+                kinds |= table.prefix_kinds(rank, saddr);
+            }
+            let skipped = if kinds & PREFIX_SKIP != 0 {
+                Some(Reason::ListSkip)
+            } else if svc.options & SERVICE_REDIRECT_LIST != 0 && kinds & PREFIX_REDIRECT == 0 {
+                Some(Reason::NotListed)
+            } else {
+                None
+            };
+            if let Some(reason) = skipped {
+                self.count(
+                    STATS_SERVICE_BASE
+                        + usize::from(service) * STATS_PER_SERVICE
+                        + STATS_SERVICE_SKIPPED,
+                    bytes,
+                );
+                return Err(pass(self, reason));
+            }
+        }
+        let table = &self.slots[slot];
         let svc_base = rank * BUCKETS;
         let mask = svc.options & SERVICE_MASK != 0;
         let primary = if mask {
@@ -412,7 +784,7 @@ impl Dataplane {
         };
         let b = table.buckets[svc_base + usize::from(primary)];
         if b.flags & BUCKET_ASSIGNED == 0 {
-            return self.fail_open(Reason::Unassigned, service, frame, bytes);
+            return Err(self.fail_open(Reason::Unassigned, service, frame, bytes));
         }
         let mut engine = usize::from(b.engine);
         let sticky = b.flags & BUCKET_STICKY != 0;
@@ -422,7 +794,7 @@ impl Dataplane {
             secondary = fold(hash_key(svc.flags >> 8, saddr, daddr, sport, dport));
             let b2 = table.buckets[svc_base + usize::from(secondary)];
             if b2.flags & BUCKET_ASSIGNED == 0 {
-                return self.fail_open(Reason::Unassigned, service, frame, bytes);
+                return Err(self.fail_open(Reason::Unassigned, service, frame, bytes));
             }
             engine = usize::from(b2.engine);
         }
@@ -455,7 +827,7 @@ impl Dataplane {
             );
         }
         if eng.flags & ENGINE_USABLE == 0 {
-            return self.fail_open(Reason::EngineDown, service, frame, bytes);
+            return Err(self.fail_open(Reason::EngineDown, service, frame, bytes));
         }
         if now_jiffies
             > self
@@ -463,77 +835,116 @@ impl Dataplane {
                 .heartbeat_jiffies
                 .wrapping_add(self.control.grace_jiffies)
         {
-            return self.fail_open(Reason::Heartbeat, service, frame, bytes);
+            return Err(self.fail_open(Reason::Heartbeat, service, frame, bytes));
         }
-        if eng.method == METHOD_GRE && eng.mtu != 0 && tot_len + GRE_OVERHEAD > usize::from(eng.mtu)
-        {
-            let reason = if frag_off & IP_DF != 0 {
-                Reason::TooBigDf
-            } else {
-                Reason::TooBig
-            };
-            return self.fail_open(reason, service, frame, bytes);
-        }
-        if syn {
+        Ok(Decision {
+            engine,
+            eng,
+            svc,
+            service,
+            primary,
+            secondary,
+            alternate,
+            syn,
+            flow,
+        })
+    }
+
+    fn remember_syn(&mut self, d: &Decision) {
+        if d.syn {
             self.conns.insert(
-                flow,
+                d.flow,
                 ConnEntry {
-                    engine_addr: eng.addr,
-                    engine: engine as u32,
+                    engine_addr: d.eng.addr,
+                    engine: d.engine as u32,
                 },
             );
         }
+    }
 
-        let (out, reason) = if eng.method == METHOD_L2 {
-            let mut out = frame.to_vec();
-            out[..6].copy_from_slice(&eng.dst_mac);
-            out[6..12].copy_from_slice(&eng.src_mac);
-            (out, Reason::RedirectL2)
-        } else {
-            let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD);
-            out.extend_from_slice(&eng.dst_mac);
-            out.extend_from_slice(&eng.src_mac);
-            out.extend_from_slice(&ETH_P_IP.to_be_bytes());
-            let mut outer = [0u8; 20];
-            outer[0] = 0x45;
-            outer[1] = ip[1];
-            outer[2..4].copy_from_slice(&((tot_len + GRE_OVERHEAD) as u16).to_be_bytes());
-            outer[6..8].copy_from_slice(&(frag_off & IP_DF).to_be_bytes());
-            outer[8] = 64;
-            outer[9] = IPPROTO_GRE;
-            outer[12..16].copy_from_slice(&eng.router_addr.to_ne_bytes());
-            outer[16..20].copy_from_slice(&eng.addr.to_ne_bytes());
-            let check = ipv4_checksum(&outer);
-            outer[10..12].copy_from_slice(&check.to_be_bytes());
-            out.extend_from_slice(&outer);
-            out.extend_from_slice(&[0, 0, 0x88, 0x3e]);
-            let mut rh0 = 0;
-            if svc.options & SERVICE_DYNAMIC != 0 {
-                rh0 |= 0x01;
-            }
-            if alternate {
-                rh0 |= 0x02;
-            }
-            out.extend_from_slice(&[rh0, service, secondary, primary]);
-            out.extend_from_slice(&frame[l3..]);
-            (out, Reason::RedirectGre)
-        };
+    fn count_redirected(&mut self, d: &Decision, bytes: u64) {
         self.count(
             STATS_SERVICE_BASE
-                + usize::from(service) * STATS_PER_SERVICE
+                + usize::from(d.service) * STATS_PER_SERVICE
                 + STATS_SERVICE_REDIRECTED,
             bytes,
         );
         self.count(
-            STATS_ENGINE_BASE + engine * STATS_PER_ENGINE + STATS_ENGINE_REDIRECTED,
+            STATS_ENGINE_BASE + d.engine * STATS_PER_ENGINE + STATS_ENGINE_REDIRECTED,
             bytes,
         );
-        let verdict = if eng.ifindex == 0 {
-            Verdict::Tx
-        } else {
-            Verdict::Redirect(eng.ifindex)
+    }
+
+    /// Step 6: lowers the MSS option of a SYN-ACK whose source port is served by a
+    /// clamped service (the best of those matching it as a destination port or any
+    /// port), in place, with the TCP checksum updated incrementally. Whether it did.
+    fn clamp_synack(&self, frame: &mut [u8], th: usize, slot: usize) -> bool {
+        let table = &self.slots[slot];
+        let clamp = table.header.mss_clamp;
+        let Some(tcp) = frame.get(th..th + 20) else {
+            return false;
         };
-        self.finish(verdict, reason, out, bytes)
+        if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK || clamp == 0 {
+            return false;
+        }
+        let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let pref = table.ports[usize::from(sport)]
+            .dst_pref
+            .max(table.header.any_pref[0]);
+        if pref == 0 || usize::from(pref) > MAX_SERVICES {
+            return false;
+        }
+        let svc = table.services[MAX_SERVICES - usize::from(pref)];
+        if svc.options & SERVICE_MSS_CLAMP == 0 {
+            return false;
+        }
+        let doff = usize::from(tcp[12] >> 4) * 4;
+        if doff <= 20 || th + doff > frame.len() {
+            return false;
+        }
+        let opts = &frame[th..th + doff];
+        let mut off = 20;
+        while off < doff {
+            let kind = opts[off];
+            if kind == 0 {
+                return false;
+            }
+            if kind == 1 {
+                off += 1;
+                continue;
+            }
+            if off + 2 > doff {
+                return false;
+            }
+            let len = usize::from(opts[off + 1]);
+            if len < 2 {
+                return false;
+            }
+            if kind == 2 && len == 4 {
+                if off + 4 > doff {
+                    return false;
+                }
+                let mss = u16::from_be_bytes([opts[off + 2], opts[off + 3]]);
+                if mss <= clamp {
+                    return false;
+                }
+                let at = th + off + 2;
+                frame[at..at + 2].copy_from_slice(&clamp.to_be_bytes());
+                let check = u16::from_be_bytes([frame[th + 16], frame[th + 17]]);
+                // A field at an odd offset straddles two checksum words, its bytes
+                // swapped in the sum.
+                let (old, new) = if (off + 2) % 2 == 1 {
+                    (mss.swap_bytes(), clamp.swap_bytes())
+                } else {
+                    (mss, clamp)
+                };
+                let check = checksum_replace(check, old, new);
+                frame[th + 16..th + 18].copy_from_slice(&check.to_be_bytes());
+                return true;
+            }
+            off += len;
+        }
+        false
     }
 
     /// Step 4: GRE from an engine.

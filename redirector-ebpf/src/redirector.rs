@@ -10,25 +10,41 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
-        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
     },
     Pod,
 };
 
 use crate::{
     layout::{
-        BucketEntry, ConnEntry, Control, Counters, EngineEntry, EngineKey, FlowKey, PortEntry,
-        ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS, MAX_ENGINES,
-        MAX_IFINDEX, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS, STATS_ENTRIES,
+        BucketEntry, ConnEntry, Control, Counters, EngineEntry, EngineKey, FlowKey, MacKey,
+        PortEntry, PrefixKey, ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS,
+        MAX_ENGINES, MAX_IFINDEX, MAX_PREFIXES, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS,
+        STATS_ENTRIES,
     },
     lifecycle::{tick_hz, PinRoot, PinRootError},
     table::Table,
     EbpfObject, LoadError,
 };
+
+/// The bits of a `prefixes` key after its length, in aya's shape (`lpm_trie::Key` holds
+/// the length): [`PrefixKey`] without `prefixlen`, whose layout the tests check.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct PrefixData {
+    slot: u8,
+    rank: u8,
+    reserved: [u8; 2],
+    addr: u32,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding (1 + 1 + 2 + 4, the tail of PrefixKey).
+unsafe impl Pod for PrefixData {}
 
 /// The LRU connection table's size (`conns` in redirect.c).
 const CONNS: usize = 65536;
@@ -36,7 +52,7 @@ const CONNS: usize = 65536;
 /// Every map of the redirect object with the (key size, value size, max entries) this
 /// code was built for. A pinned map is reused only when it matches, so a controller of
 /// another build never reads or writes a map whose layout it does not know.
-const MAPS: [(&str, usize, usize, usize); 11] = {
+const MAPS: [(&str, usize, usize, usize); 14] = {
     use std::mem::size_of;
     [
         ("control", 4, size_of::<Control>(), 1),
@@ -68,6 +84,9 @@ const MAPS: [(&str, usize, usize, usize); 11] = {
             4,
             SLOTS * MAX_ENGINES,
         ),
+        ("mac_filter", 4, 8, SLOTS * FILTER_WORDS),
+        ("engine_macs", size_of::<MacKey>(), 4, SLOTS * MAX_ENGINES),
+        ("prefixes", size_of::<PrefixKey>(), 4, SLOTS * MAX_PREFIXES),
         ("conns", size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNS),
         ("stats", 4, size_of::<Counters>(), STATS_ENTRIES),
     ]
@@ -97,6 +116,8 @@ struct Attachment {
 pub const OBJECT: &str = "redirect";
 /// The XDP program (the C function) in [`OBJECT`].
 pub const PROGRAM: &str = "xdp_redirect";
+/// The tc egress program in [`OBJECT`]: "redirect out" (see [`Redirector::attach_out`]).
+pub const OUT_PROGRAM: &str = "tc_redirect_out";
 /// The program in [`OBJECT`] that reports the kernel's jiffies (see [`Redirector::jiffies`]).
 pub const CLOCK_PROGRAM: &str = "xdp_clock";
 /// `XDP_PASS` in `enum xdp_action`.
@@ -130,6 +151,15 @@ pub enum RedirectorError {
     /// generic mode's; native's was logged).
     #[error("attaching XDP to {iface}: {source}")]
     Attach {
+        /// The interface.
+        iface: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// Attaching the tc egress program to an interface failed.
+    #[error("attaching tc egress (redirect out) to {iface}: {source}")]
+    AttachOut {
         /// The interface.
         iface: String,
         /// aya's error.
@@ -196,6 +226,8 @@ pub struct Redirector {
     written: [Table; 2],
     pins: Option<PinRoot>,
     links: BTreeMap<String, Attachment>,
+    /// tc egress ("redirect out") links, with their pins.
+    out_links: BTreeMap<String, (FdLink, Option<PathBuf>)>,
 }
 
 impl Redirector {
@@ -219,6 +251,7 @@ impl Redirector {
             written: [Table::default(), Table::default()],
             pins: None,
             links: BTreeMap::new(),
+            out_links: BTreeMap::new(),
         })
     }
 
@@ -245,6 +278,7 @@ impl Redirector {
             written: [Table::default(), Table::default()],
             pins: Some(root.clone()),
             links: BTreeMap::new(),
+            out_links: BTreeMap::new(),
         };
         if adopted {
             this.control = this
@@ -253,6 +287,7 @@ impl Redirector {
                 .map_err(map_err("control"))?;
             this.written = [Table::poisoned(), Table::poisoned()];
             this.adopt_links(root)?;
+            this.adopt_out_links(root)?;
         }
         Ok(this)
     }
@@ -300,6 +335,110 @@ impl Redirector {
             }
         }
         Ok(())
+    }
+
+    /// Pinned tc egress links, switched to this process's program like the XDP ones.
+    fn adopt_out_links(&mut self, root: &PinRoot) -> Result<(), RedirectorError> {
+        let dir = root.out_links_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            // A pin root of a build before redirect out.
+            return Ok(());
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
+            let path = entry.path();
+            let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let pinned = PinnedLink::from_pin(&path)
+                .map_err(|e| pin_err("opening pinned link", &path)(e.to_string()))?;
+            let tc_link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                .map_err(|e| pin_err("not a tc link", &path)(e.to_string()))?;
+            let program = self.out_program()?;
+            let updated = program
+                .attach_to_link(tc_link)
+                .and_then(|id| program.take_link(id));
+            match updated {
+                Ok(link) => {
+                    let link = FdLink::try_from(link)
+                        .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
+                    tracing::info!(iface, pin = %path.display(), "adopted pinned tc egress link");
+                    self.out_links.insert(iface, (link, Some(path)));
+                }
+                Err(e) => {
+                    tracing::warn!(iface, pin = %path.display(), error = %e,
+                        "pinned tc egress link cannot be updated; removing its pin");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| pin_err("removing", &path)(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// "Redirect out" on `iface` (Cisco's `ip wccp N redirect out`): the same
+    /// classification as at ingress, for the traffic the router forwards out of this
+    /// interface, from a tc egress program (tcx). For routers where the clients'
+    /// interfaces cannot take XDP, or where only traffic toward one uplink is to be
+    /// redirected. Packets that arrived on an engine-facing or excluded interface are
+    /// never redirected there. Pinned like the XDP links when the data plane is pinned.
+    pub fn attach_out(&mut self, iface: &str) -> Result<(), RedirectorError> {
+        if self.out_links.contains_key(iface) {
+            return Err(RedirectorError::AlreadyAttached(format!(
+                "{iface} (egress)"
+            )));
+        }
+        let pin = self.pins.as_ref().map(|p| p.out_links_dir().join(iface));
+        let attach_err = |source| RedirectorError::AttachOut {
+            iface: iface.to_owned(),
+            source: Box::new(source),
+        };
+        let program = self.out_program()?;
+        let id = program
+            .attach(iface, TcAttachType::Egress)
+            .map_err(attach_err)?;
+        let link = program.take_link(id).map_err(attach_err)?;
+        let link = FdLink::try_from(link).map_err(|e| RedirectorError::Pin {
+            what: "tc attachment is not a bpf_link (tcx needs Linux 6.6)",
+            path: PathBuf::from(iface),
+            reason: e.to_string(),
+        })?;
+        let link = match &pin {
+            Some(path) => FdLink::from(
+                link.pin(path)
+                    .map_err(|e| pin_err("pinning link", path)(e.to_string()))?,
+            ),
+            None => link,
+        };
+        self.out_links.insert(iface.to_owned(), (link, pin));
+        Ok(())
+    }
+
+    /// Stops redirecting out of `iface` at once and removes the link's pin.
+    pub fn detach_out(&mut self, iface: &str) -> Result<(), RedirectorError> {
+        let (link, pin) = self
+            .out_links
+            .remove(iface)
+            .ok_or_else(|| RedirectorError::NotAttached(format!("{iface} (egress)")))?;
+        if let Some(path) = &pin {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(pin_err("unpinning", path)(e.to_string())),
+            }
+        }
+        drop(link);
+        Ok(())
+    }
+
+    /// The interfaces this process redirects out of (adopted ones included).
+    pub fn attached_out(&self) -> Vec<String> {
+        self.out_links.keys().cloned().collect()
+    }
+
+    /// The tc egress program, for test runs and attaching.
+    pub fn out_program(&mut self) -> Result<&mut SchedClassifier, RedirectorError> {
+        Ok(self.object.classifier(OUT_PROGRAM)?)
     }
 
     /// The pin root, when this data plane is pinned.
@@ -390,6 +529,10 @@ impl Redirector {
         for name in names {
             self.detach(&name)?;
         }
+        let names: Vec<String> = self.out_links.keys().cloned().collect();
+        for name in names {
+            self.detach_out(&name)?;
+        }
         if let Some(root) = self.pins.take() {
             let remove = |path: PathBuf| match std::fs::remove_file(&path) {
                 Ok(()) => Ok(()),
@@ -398,15 +541,22 @@ impl Redirector {
             };
             // Links pinned by another process under this root (not adopted: it raced us)
             // are removed as well, which detaches them.
-            if let Ok(entries) = std::fs::read_dir(root.links_dir()) {
-                for entry in entries.flatten() {
-                    remove(entry.path())?;
+            for dir in [root.links_dir(), root.out_links_dir()] {
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        remove(entry.path())?;
+                    }
                 }
             }
             for (map, ..) in MAPS {
                 remove(root.maps_dir().join(map))?;
             }
-            for dir in [root.links_dir(), root.maps_dir(), root.path().to_owned()] {
+            for dir in [
+                root.links_dir(),
+                root.out_links_dir(),
+                root.maps_dir(),
+                root.path().to_owned(),
+            ] {
                 match std::fs::remove_dir(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -505,6 +655,7 @@ impl Redirector {
         result?;
         self.control.generation = next;
         self.control.flags |= CONTROL_ENABLED;
+        self.control.flags = crate::model::l2_return_flag(self.control.flags, next, table);
         self.write_control()
     }
 
@@ -560,6 +711,13 @@ impl Redirector {
             &new.filter,
         )?;
         diff(
+            &mut self.array("mac_filter")?,
+            "mac_filter",
+            s * FILTER_WORDS as u32,
+            &old.mac_filter,
+            &new.mac_filter,
+        )?;
+        diff(
             &mut self.array("tables")?,
             "tables",
             s,
@@ -603,6 +761,111 @@ impl Redirector {
             if !old.engine_addrs.contains(&(addr, index)) {
                 addrs
                     .insert(EngineKey { slot, addr }, index, 0)
+                    .map_err(map_err(name))?;
+            }
+        }
+        self.write_engine_macs(slot, old, new)?;
+        self.write_prefixes(slot, old, new)
+    }
+
+    fn write_engine_macs(
+        &mut self,
+        slot: u32,
+        old: &Table,
+        new: &Table,
+    ) -> Result<(), RedirectorError> {
+        let name = "engine_macs";
+        let map = self
+            .object
+            .ebpf_mut()
+            .map_mut(name)
+            .ok_or(RedirectorError::MissingMap(name))?;
+        let mut macs: HashMap<&mut MapData, MacKey, u32> =
+            HashMap::try_from(map).map_err(map_err(name))?;
+        let key = |mac| MacKey {
+            slot,
+            mac,
+            reserved: [0; 2],
+        };
+        let stale: Vec<MacKey> = if old.is_poisoned() {
+            macs.keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err(name))?
+                .into_iter()
+                .filter(|k| k.slot == slot)
+                .collect()
+        } else {
+            old.engine_macs.iter().map(|&(m, _)| key(m)).collect()
+        };
+        for k in stale {
+            if !new.engine_macs.iter().any(|&(m, _)| m == k.mac) {
+                match macs.remove(&k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
+        for &entry in &new.engine_macs {
+            if !old.engine_macs.contains(&entry) {
+                macs.insert(key(entry.0), entry.1, 0)
+                    .map_err(map_err(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_prefixes(
+        &mut self,
+        slot: u32,
+        old: &Table,
+        new: &Table,
+    ) -> Result<(), RedirectorError> {
+        let name = "prefixes";
+        let map = self
+            .object
+            .ebpf_mut()
+            .map_mut(name)
+            .ok_or(RedirectorError::MissingMap(name))?;
+        let mut trie: LpmTrie<&mut MapData, PrefixData, u32> =
+            LpmTrie::try_from(map).map_err(map_err(name))?;
+        let key = |k: &PrefixKey| {
+            lpm_trie::Key::new(
+                k.prefixlen,
+                PrefixData {
+                    slot: slot as u8,
+                    rank: k.rank,
+                    reserved: [0; 2],
+                    addr: k.addr,
+                },
+            )
+        };
+        let wanted = |k: &lpm_trie::Key<PrefixData>| {
+            let d = k.data();
+            new.prefixes
+                .iter()
+                .any(|(n, _)| (n.prefixlen, n.rank, n.addr) == (k.prefix_len(), d.rank, d.addr))
+        };
+        let stale: Vec<lpm_trie::Key<PrefixData>> = if old.is_poisoned() {
+            trie.keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err(name))?
+                .into_iter()
+                .filter(|k| u32::from(k.data().slot) == slot)
+                .collect()
+        } else {
+            old.prefixes.iter().map(|(k, _)| key(k)).collect()
+        };
+        for k in stale {
+            if !wanted(&k) {
+                match trie.remove(&k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
+        for entry in &new.prefixes {
+            if !old.prefixes.contains(entry) {
+                trie.insert(&key(&entry.0), entry.1, 0)
                     .map_err(map_err(name))?;
             }
         }
@@ -709,6 +972,7 @@ fn check_maps(object: &mut EbpfObject) -> Result<(), RedirectorError> {
             aya::maps::Map::Array(m)
             | aya::maps::Map::HashMap(m)
             | aya::maps::Map::LruHashMap(m)
+            | aya::maps::Map::LpmTrie(m)
             | aya::maps::Map::PerCpuArray(m) => m,
             _ => return Err(RedirectorError::MissingMap(name)),
         };

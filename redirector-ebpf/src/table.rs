@@ -6,21 +6,34 @@
 //! once, each port gets the best-ranked service that matches it, and the engines'
 //! addresses go into a bit filter, so the program never scans a list.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
 
 use wccp::assign::{flags, Mask};
 
 use crate::layout::{
-    BucketEntry, EngineEntry, PortEntry, ServiceEntry, TableHeader, BUCKETS, BUCKET_ALTERNATE,
-    BUCKET_ASSIGNED, BUCKET_STICKY, ENGINE_USABLE, FILTER_WORDS, MASK_POSITIONS, MAX_ENGINES,
-    MAX_SERVICES, METHOD_GRE, METHOD_L2, NO_POSITION, PORTS, PORT_PROTOCOLS, SERVICE_DYNAMIC,
-    SERVICE_MASK,
+    BucketEntry, EngineEntry, PortEntry, PrefixKey, ServiceEntry, TableHeader, BUCKETS,
+    BUCKET_ALTERNATE, BUCKET_ASSIGNED, BUCKET_STICKY, ENGINE_USABLE, FILTER_WORDS, MASK_POSITIONS,
+    MAX_ENGINES, MAX_PREFIXES, MAX_SERVICES, METHOD_GRE, METHOD_L2, NO_POSITION, PORTS,
+    PORT_PROTOCOLS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC, SERVICE_LISTS,
+    SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST,
 };
 
+/// Outer IPv4 + GRE + redirect header: what GRE redirection adds to a packet.
+const GRE_OVERHEAD: u16 = 28;
+/// IPv4 and TCP headers without options, which an MSS does not count.
+const TCP_IP_HEADERS: u16 = 40;
+/// The smallest MTU an IPv4 link may have (RFC 791), so the smallest next-hop MTU an
+/// ICMP fragmentation-needed may announce.
+const MIN_IPV4_MTU: u16 = 68;
+/// The path MTU assumed for a GRE engine whose MTU the controller left unset (0).
+const DEFAULT_MTU: u16 = 1500;
+
 /// The protocols a service can match (the only ones with ports).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Protocol {
-    /// TCP: redirected flows are remembered at their SYN.
+    /// TCP: redirected flows are remembered at their SYN. The default, as for WCCP's
+    /// standard web-cache service.
+    #[default]
     Tcp,
     /// UDP.
     Udp,
@@ -46,6 +59,9 @@ pub enum Method {
 }
 
 /// An engine and its next hop, resolved by the controller (netlink), never per packet.
+///
+/// `Default` is an unusable GRE engine at 0.0.0.0, so that callers can name only the
+/// fields they know and stay compiling as fields are added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// The engine's address: GRE destination, and the source of its returns and of its
@@ -63,8 +79,29 @@ pub struct EngineConfig {
     pub mtu: u16,
     /// Forwarding method.
     pub method: Method,
+    /// Return method negotiated with the engine. [`Method::L2`]: the engine is on-link
+    /// and returns packets unchanged, recognised by their source MAC, which is
+    /// `dst_mac`; they are forwarded and never redirected again. [`Method::Gre`]: returns
+    /// come in GRE from `addr` (always decapsulated, whatever this says).
+    pub return_method: Method,
     /// A listed but unusable engine makes its buckets fail open.
     pub usable: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            addr: Ipv4Addr::UNSPECIFIED,
+            router_addr: Ipv4Addr::UNSPECIFIED,
+            dst_mac: [0; 6],
+            src_mac: [0; 6],
+            ifindex: 0,
+            mtu: 0,
+            method: Method::Gre,
+            return_method: Method::Gre,
+            usable: false,
+        }
+    }
 }
 
 /// One bucket (hash) or value (mask) of a service's assignment.
@@ -94,8 +131,77 @@ pub enum Assignment {
     },
 }
 
+impl Default for Assignment {
+    /// 256 unassigned buckets: everything fails open until the designated engine assigns.
+    fn default() -> Self {
+        Assignment::Hash(vec![Slot::default(); BUCKETS])
+    }
+}
+
+/// An IPv4 prefix of a redirect or skip list, `addr/len`. Bits of `addr` past `len` are
+/// ignored, as routers do with an ACL's wildcard bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// The network.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0 to 32.
+    pub len: u8,
+}
+
+impl Prefix {
+    /// `addr/len`.
+    pub const fn new(addr: Ipv4Addr, len: u8) -> Self {
+        Self { addr, len }
+    }
+
+    /// The network as a host-order number, host bits cleared.
+    fn network(self) -> u32 {
+        let bits = u32::from(self.addr);
+        match self.len {
+            0 => 0,
+            len => bits & (u32::MAX << (32 - u32::from(len.min(32)))),
+        }
+    }
+
+    /// Whether `addr` (host order) is in this prefix.
+    pub fn contains(self, addr: Ipv4Addr) -> bool {
+        Prefix::new(addr, self.len).network() == self.network()
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Why a prefix does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid IPv4 prefix {0:?}: expected a.b.c.d/len with len 0 to 32, or an address")]
+pub struct PrefixParseError(String);
+
+impl FromStr for Prefix {
+    type Err = PrefixParseError;
+
+    /// `a.b.c.d/len`, or a bare address (a /32), as operators write them in configs.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PrefixParseError(s.to_owned());
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, l.parse::<u8>().map_err(|_| err())?),
+            None => (s, 32),
+        };
+        if len > 32 {
+            return Err(err());
+        }
+        Ok(Prefix::new(addr.parse().map_err(|_| err())?, len))
+    }
+}
+
 /// One service group as the data plane needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Default` is service 0 on TCP with no ports, flags or lists and an unassigned hash
+/// assignment, so that callers can name only the fields they set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceConfig {
     /// Service id.
     pub id: u8,
@@ -111,6 +217,31 @@ pub struct ServiceConfig {
     pub ports: Vec<u16>,
     /// Buckets or mask values.
     pub assignment: Assignment,
+    /// The operator's redirect list (Cisco's `redirect-list`): when not empty, a packet
+    /// of this service is redirected only if its source or its destination is in one of
+    /// these prefixes; others are forwarded normally. Either address, because an ACL is
+    /// written for the clients' side or for the servers' side and both are natural.
+    pub redirect_list: Vec<Prefix>,
+    /// Prefixes never redirected: a packet whose source or destination is in one is
+    /// forwarded normally, whatever the redirect list says (skipping wins, so that an
+    /// exception never needs the redirect list rewritten).
+    pub skip_list: Vec<Prefix>,
+}
+
+/// The MSS clamp of a table: the largest MSS that a SYN-ACK toward the clients of a
+/// GRE-redirected service may announce, so that the clients' full-sized segments still
+/// fit the engines' path once GRE adds its 28 bytes (DF is set on nearly all TCP, and
+/// ICMP-based path MTU discovery is often filtered).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MssClamp {
+    /// The smallest MTU of the GRE engines minus 68 (IPv4 + TCP headers and GRE),
+    /// 1500 for an engine whose MTU is unset; off when no TCP service uses GRE.
+    #[default]
+    Auto,
+    /// No clamping.
+    Off,
+    /// This MSS (0 is off).
+    Fixed(u16),
 }
 
 /// Everything one table slot holds.
@@ -120,6 +251,8 @@ pub struct TableConfig {
     pub services: Vec<ServiceConfig>,
     /// Engines, indexed by [`Slot::engine`].
     pub engines: Vec<EngineConfig>,
+    /// SYN-ACK MSS clamp for the services redirected in GRE.
+    pub mss_clamp: MssClamp,
 }
 
 /// Why a configuration cannot be compiled.
@@ -146,6 +279,18 @@ pub enum TableError {
     /// Two engines with one address.
     #[error("engine address {0} listed twice")]
     DuplicateEngine(Ipv4Addr),
+    /// Two L2-return engines with one MAC: their returns could not be told apart.
+    #[error("engines {0} and {1} return at L2 with the same MAC")]
+    DuplicateEngineMac(Ipv4Addr, Ipv4Addr),
+    /// An MTU below 96 (68 + GRE's 28) leaves no valid next-hop MTU to announce in ICMP.
+    #[error("engine {0}: MTU {1} is below 96 (0 leaves sizes unchecked)")]
+    EngineMtu(Ipv4Addr, u16),
+    /// A prefix length over 32.
+    #[error("service {0}: invalid prefix {1}")]
+    BadPrefix(u8, Prefix),
+    /// More prefixes than the map holds per table.
+    #[error("{0} distinct list prefixes, at most {MAX_PREFIXES} per table")]
+    TooManyPrefixes(usize),
 }
 
 /// The contents of one table slot, entry for entry as in the maps (without the slot
@@ -166,6 +311,13 @@ pub struct Table {
     pub filter: Vec<u64>,
     /// `engine_addrs` entries of this slot: address (network order) and index.
     pub engine_addrs: Vec<(u32, u32)>,
+    /// `mac_filter[slot][word]`, `FILTER_WORDS` words.
+    pub mac_filter: Vec<u64>,
+    /// `engine_macs` entries of this slot: an L2-return engine's MAC and its index.
+    pub engine_macs: Vec<([u8; 6], u32)>,
+    /// `prefixes` entries of this slot (keys with `slot` 0; the loader sets it), with
+    /// their `PREFIX_*` value, sorted by key.
+    pub prefixes: Vec<(PrefixKey, u32)>,
 }
 
 impl Default for Table {
@@ -179,8 +331,18 @@ impl Default for Table {
             engines: vec![EngineEntry::default(); MAX_ENGINES],
             filter: vec![0; FILTER_WORDS],
             engine_addrs: Vec::new(),
+            mac_filter: vec![0; FILTER_WORDS],
+            engine_macs: Vec::new(),
+            prefixes: Vec::new(),
         }
     }
+}
+
+/// The MAC filter's word and bit for a MAC: its last two bytes, the ones that differ
+/// between the NICs of one vendor.
+pub const fn mac_filter_position(mac: &[u8; 6]) -> (usize, u32) {
+    let low = ((mac[4] as u32) << 8) | mac[5] as u32;
+    ((low >> 6) as usize, low & 63)
 }
 
 /// The engine source filter's word and bit for an address (host order).
@@ -222,6 +384,20 @@ impl TableConfig {
             table.engine_addrs.push((addr, i as u32));
             let (word, bit) = filter_position(u32::from(e.addr));
             table.filter[word] |= 1 << bit;
+            if e.mtu != 0 && e.mtu < MIN_IPV4_MTU + GRE_OVERHEAD {
+                return Err(TableError::EngineMtu(e.addr, e.mtu));
+            }
+            if e.return_method == Method::L2 {
+                if let Some(&(_, other)) = table.engine_macs.iter().find(|(m, _)| *m == e.dst_mac) {
+                    return Err(TableError::DuplicateEngineMac(
+                        self.engines[other as usize].addr,
+                        e.addr,
+                    ));
+                }
+                table.engine_macs.push((e.dst_mac, i as u32));
+                let (word, bit) = mac_filter_position(&e.dst_mac);
+                table.mac_filter[word] |= 1 << bit;
+            }
             table.engines[i] = EngineEntry {
                 addr,
                 router_addr: u32::from_ne_bytes(e.router_addr.octets()),
@@ -291,6 +467,24 @@ impl TableConfig {
             if s.dynamic {
                 entry.options |= SERVICE_DYNAMIC;
             }
+            let gre = slots.iter().filter_map(|slot| slot.engine).any(|e| {
+                self.engines
+                    .get(usize::from(e))
+                    .is_some_and(|e| e.method == Method::Gre)
+            });
+            if gre && s.protocol == Protocol::Tcp {
+                entry.options |= SERVICE_MSS_CLAMP;
+            }
+            if !s.redirect_list.is_empty() || !s.skip_list.is_empty() {
+                entry.options |= SERVICE_LISTS;
+                if !s.redirect_list.is_empty() {
+                    entry.options |= SERVICE_REDIRECT_LIST;
+                }
+                compile_lists(s, rank as u8, &mut table.prefixes)?;
+                if table.prefixes.len() > MAX_PREFIXES {
+                    return Err(TableError::TooManyPrefixes(table.prefixes.len()));
+                }
+            }
             table.services[rank] = entry;
             for (b, slot) in slots.iter().enumerate() {
                 let mut flags = 0;
@@ -312,8 +506,78 @@ impl TableConfig {
             }
         }
         table.header.services = order.len() as u16;
+        table.header.mss_clamp = self.mss_clamp_value(&table);
+        table
+            .prefixes
+            .sort_by_key(|(k, _)| (k.rank, k.addr, k.prefixlen));
         Ok(table)
     }
+
+    /// The clamp the table holds: [`MssClamp::Auto`] resolved against the engines that
+    /// clamped services use.
+    fn mss_clamp_value(&self, table: &Table) -> u16 {
+        match self.mss_clamp {
+            MssClamp::Off => 0,
+            MssClamp::Fixed(mss) => mss,
+            MssClamp::Auto => {
+                let clamped = table
+                    .services
+                    .iter()
+                    .take(self.services.len())
+                    .any(|s| s.options & SERVICE_MSS_CLAMP != 0);
+                if !clamped {
+                    return 0;
+                }
+                self.engines
+                    .iter()
+                    .filter(|e| e.method == Method::Gre)
+                    .map(|e| if e.mtu == 0 { DEFAULT_MTU } else { e.mtu })
+                    .min()
+                    .map_or(0, |mtu| mtu - TCP_IP_HEADERS - GRE_OVERHEAD)
+            }
+        }
+    }
+}
+
+/// Adds a service's lists to `out` as `prefixes` entries. Each listed prefix carries
+/// the kinds of every listed prefix that contains it (itself included): the prefixes
+/// that contain one address are nested, so the longest of them, which is what the trie
+/// returns, then answers for all of them with one lookup.
+fn compile_lists(
+    s: &ServiceConfig,
+    rank: u8,
+    out: &mut Vec<(PrefixKey, u32)>,
+) -> Result<(), TableError> {
+    let mut kinds: HashMap<(u32, u8), u32> = HashMap::new();
+    for (list, kind) in [
+        (&s.skip_list, PREFIX_SKIP),
+        (&s.redirect_list, PREFIX_REDIRECT),
+    ] {
+        for p in list {
+            if p.len > 32 {
+                return Err(TableError::BadPrefix(s.id, *p));
+            }
+            *kinds.entry((p.network(), p.len)).or_default() |= kind;
+        }
+    }
+    for (&(network, len), _) in kinds.iter() {
+        let mut value = 0;
+        for l in 0..=len {
+            let outer = Prefix::new(Ipv4Addr::from(network), l).network();
+            value |= kinds.get(&(outer, l)).copied().unwrap_or(0);
+        }
+        out.push((
+            PrefixKey {
+                prefixlen: PREFIX_KEY_BITS + u32::from(len),
+                slot: 0,
+                rank,
+                reserved: [0; 2],
+                addr: network.to_be(),
+            },
+            value,
+        ));
+    }
+    Ok(())
 }
 
 impl Table {
@@ -321,13 +585,14 @@ impl Table {
     /// write of that slot rewrites everything.
     /// Whether this is [`Table::poisoned`]: the slot's content is unknown.
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.header.reserved == u16::MAX && self.ports.is_empty()
+        self.header.services == u16::MAX && self.ports.is_empty()
     }
 
     pub(crate) fn poisoned() -> Self {
         Self {
             header: TableHeader {
-                reserved: u16::MAX,
+                services: u16::MAX,
+                mss_clamp: u16::MAX,
                 ..TableHeader::default()
             },
             ports: Vec::new(),
@@ -336,6 +601,9 @@ impl Table {
             engines: Vec::new(),
             filter: Vec::new(),
             engine_addrs: Vec::new(),
+            mac_filter: Vec::new(),
+            engine_macs: Vec::new(),
+            prefixes: Vec::new(),
         }
     }
 }

@@ -8,10 +8,13 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use redirector_ebpf::{
     layout::{
         IFACE_ENGINE_FACING, IFACE_EXCLUDED, MAX_ENGINES, STATS_ENGINE_BASE,
-        STATS_ENGINE_CONN_HITS, STATS_PER_ENGINE,
+        STATS_ENGINE_CONN_HITS, STATS_MSS_CLAMPED, STATS_PER_ENGINE,
     },
-    model::{Dataplane, Outcome},
-    table::{Assignment, EngineConfig, Method, Protocol, ServiceConfig, Slot, TableConfig},
+    model::{Dataplane, Outcome, Reason},
+    table::{
+        Assignment, EngineConfig, Method, MssClamp, Prefix, Protocol, ServiceConfig, Slot,
+        TableConfig,
+    },
     Redirector,
 };
 use wccp::assign::Mask;
@@ -90,8 +93,30 @@ fn random_engine(rng: &mut Rng, i: usize) -> EngineConfig {
         } else {
             Method::L2
         },
+        return_method: if rng.chance(35) {
+            Method::L2
+        } else {
+            Method::Gre
+        },
         usable: rng.chance(85),
     }
+}
+
+/// A list of prefixes around the addresses flows use (so that they match often), of
+/// every length, with an unrelated one now and then.
+fn random_list(rng: &mut Rng) -> Vec<Prefix> {
+    (0..rng.below(5))
+        .map(|_| {
+            let addr = if rng.chance(80) {
+                rng.pick(&ADDR_POOL)
+            } else {
+                Ipv4Addr::from(rng.next() as u32)
+            };
+            let any = rng.below(33) as u8;
+            let len = rng.pick(&[0, 8, 16, 24, 25, 30, 32, any]);
+            Prefix::new(addr, len)
+        })
+        .collect()
 }
 
 fn random_mask(rng: &mut Rng) -> Mask {
@@ -136,6 +161,7 @@ fn random_config(rng: &mut Rng) -> TableConfig {
             } else {
                 Assignment::Hash((0..256).map(|_| random_slot(rng, engine_count)).collect())
             };
+            let lists = rng.chance(30);
             ServiceConfig {
                 id,
                 dynamic: rng.chance(70),
@@ -148,10 +174,28 @@ fn random_config(rng: &mut Rng) -> TableConfig {
                 flags,
                 ports,
                 assignment,
+                redirect_list: if lists { random_list(rng) } else { Vec::new() },
+                skip_list: if lists && rng.chance(60) {
+                    random_list(rng)
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
-    TableConfig { services, engines }
+    let mss_clamp = match rng.below(10) {
+        0 => MssClamp::Off,
+        1..=3 => {
+            let any = rng.next() as u16;
+            MssClamp::Fixed(rng.pick(&[0, 536, 1200, 1400, 1460, any]))
+        }
+        _ => MssClamp::Auto,
+    };
+    TableConfig {
+        services,
+        engines,
+        mss_clamp,
+    }
 }
 
 /// A rebalance: some buckets move (and turn sticky), some engines come and go.
@@ -254,9 +298,22 @@ fn ip_packet(rng: &mut Rng, flow: &Flow) -> Vec<u8> {
     };
     let mut l4 = if flow.tcp {
         let mut t = vec![0u8; 20];
-        t[12] = 0x50;
         let any = rng.next() as u8;
-        t[13] = rng.pick(&[0x02, 0x02, 0x12, 0x10, 0x18, 0x11, 0x04, any]);
+        t[13] = rng.pick(&[0x02, 0x02, 0x12, 0x12, 0x10, 0x18, 0x11, 0x04, any]);
+        t[16..18].copy_from_slice(&(rng.next() as u16).to_be_bytes());
+        let options = if rng.chance(50) {
+            tcp_options(rng)
+        } else {
+            Vec::new()
+        };
+        t.extend(&options);
+        // Now and then a data offset that disagrees with the options written.
+        let doff = if rng.chance(5) {
+            rng.below(16) as u8
+        } else {
+            (t.len() / 4) as u8
+        };
+        t[12] = doff << 4;
         t
     } else {
         let mut u = vec![0u8; 8];
@@ -270,6 +327,38 @@ fn ip_packet(rng: &mut Rng, flow: &Flow) -> Vec<u8> {
     let mut p = ipv4_header(rng, protocol, flow.src, flow.dst, l4.len());
     p.extend(l4);
     p
+}
+
+/// TCP options as SYNs and SYN-ACKs carry them (MSS at even and odd offsets, NOPs,
+/// window scale, SACK permitted, timestamps), sometimes broken (zero or one lengths,
+/// lengths past the end, an early end of list), padded to whole words.
+fn tcp_options(rng: &mut Rng) -> Vec<u8> {
+    let mut o = Vec::new();
+    for _ in 0..rng.below(6) + 1 {
+        match rng.below(12) {
+            0..=3 => {
+                let any = rng.next() as u16;
+                let mss: u16 = rng.pick(&[536, 1200, 1380, 1432, 1460, 8960, any]);
+                o.extend_from_slice(&[2, 4]);
+                o.extend_from_slice(&mss.to_be_bytes());
+            }
+            4 | 5 => o.push(1),
+            6 => o.extend_from_slice(&[3, 3, rng.below(15) as u8]),
+            7 => o.extend_from_slice(&[4, 2]),
+            8 => {
+                o.extend_from_slice(&[8, 10]);
+                o.extend(rng.bytes(8));
+            }
+            9 => o.push(0),
+            10 => o.extend_from_slice(&[rng.next() as u8, rng.below(3) as u8]),
+            _ => o.extend_from_slice(&[2, rng.pick(&[3, 5, 40])]),
+        }
+    }
+    o.truncate(40);
+    while o.len() % 4 != 0 {
+        o.push(1);
+    }
+    o
 }
 
 /// A GRE packet, from an engine or not, well-formed WCCP or not.
@@ -346,11 +435,25 @@ fn random_frame(rng: &mut Rng, config: &TableConfig, flows: &[Flow]) -> Vec<u8> 
                 dport: rng.pick(&PORT_POOL),
                 tcp: rng.chance(80),
             };
-            flow_packet(rng, &flow)
+            let mut f = flow_packet(rng, &flow);
+            if rng.chance(50) {
+                f[6..12].copy_from_slice(&e.dst_mac);
+            }
+            f
         }
         _ => {
             let i = rng.below(flows.len() as u64) as usize;
-            flow_packet(rng, &flows[i])
+            let mut f = flow_packet(rng, &flows[i]);
+            // From an engine's MAC: an L2 return when the engine returns at L2, else
+            // (and for MACs ending like an engine's) a miss behind a filter hit.
+            if !config.engines.is_empty() && rng.chance(12) {
+                let e = config.engines[rng.below(config.engines.len() as u64) as usize];
+                f[6..12].copy_from_slice(&e.dst_mac);
+                if rng.chance(20) {
+                    f[6] ^= 0x04;
+                }
+            }
+            f
         }
     };
     // Damage: truncation, bad version or length, trailing padding.
@@ -419,6 +522,64 @@ fn run_one(
     expected
 }
 
+/// `struct __sk_buff` as BPF_PROG_TEST_RUN takes it for a tc program: zero but for
+/// `ingress_ifindex` (offset 36), the interface the packet arrived on.
+fn skb_ctx(ingress_ifindex: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    ctx
+}
+
+/// Whether BPF_PROG_TEST_RUN refuses to make an skb of `frame` (EINVAL): the kernel wants
+/// the whole IPv4 or IPv6 header there, and a tc program never sees such a packet.
+fn too_short_for_skb(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.len() < 14 + 20,
+        Some([0x86, 0xdd]) => frame.len() < 14 + 40,
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// One packet through the egress program and the model's egress. `None` when the kernel
+/// refuses to make an skb of the frame ([`too_short_for_skb`]), and then the model is not
+/// run either.
+fn run_one_egress(
+    redirector: &mut Redirector,
+    model: &mut Dataplane,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    what: &str,
+) -> Option<Outcome> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx = skb_ctx(ingress_ifindex);
+    let program = redirector.out_program().unwrap_or_else(|e| panic!("{e}"));
+    let result = match program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        ..TestRunOptions::new()
+    }) {
+        Ok(result) => result,
+        Err(_) if too_short_for_skb(frame) => return None,
+        Err(e) => panic!("{what}: BPF_PROG_TEST_RUN (tc): {e:?} frame {}", hex(frame)),
+    };
+    let expected = model.process_egress(frame, ingress_ifindex, MODEL_NOW);
+    let got = &out[..result.data_size_out as usize];
+    if result.return_value != expected.verdict.tc_code() || got != expected.frame.as_slice() {
+        panic!(
+            "{what} (egress from {ingress_ifindex}): program and model disagree\ninput    {}\nmodel    {:?} {:?} {}\nprogram  verdict {} {}",
+            hex(frame),
+            expected.verdict,
+            expected.reason,
+            hex(&expected.frame),
+            result.return_value,
+            hex(got)
+        );
+    }
+    Some(expected)
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -442,9 +603,11 @@ fn program_matches_model_on_random_packets() {
     let mut model = Dataplane::default();
     let mut rng = Rng(0x5eed_cafe_f00d_0001);
     let rounds = 60;
-    let per_table = 850;
+    let per_table = 1200;
     let mut packets = 0usize;
+    let mut egress_packets = 0usize;
     let mut reasons = std::collections::BTreeMap::new();
+    let mut egress = std::collections::BTreeMap::new();
 
     for round in 0..rounds {
         let config = random_config(&mut rng);
@@ -474,13 +637,29 @@ fn program_matches_model_on_random_packets() {
             redirector
                 .set_enabled(enabled)
                 .unwrap_or_else(|e| panic!("{e}"));
-            model.control.flags = u32::from(enabled);
+            if enabled {
+                model.control.flags |= 1;
+            } else {
+                model.control.flags &= !1;
+            }
             assert_eq!(redirector.control(), model.control);
             for i in 0..per_table {
                 let frame = random_frame(&mut rng, &table_config, &flows);
                 let what = format!("round {round} table {step} packet {i}");
-                let outcome = run_one(&mut redirector, &mut model, &frame, &what);
-                *reasons.entry(outcome.reason).or_insert(0usize) += 1;
+                if rng.chance(30) {
+                    // Redirect out: the same packet leaving an interface, having
+                    // arrived on the flagged test interface or from the router itself.
+                    let from = if rng.chance(70) { TEST_IFINDEX } else { 0 };
+                    if let Some(outcome) =
+                        run_one_egress(&mut redirector, &mut model, &frame, from, &what)
+                    {
+                        *egress.entry(outcome.reason).or_insert(0usize) += 1;
+                        egress_packets += 1;
+                    }
+                } else {
+                    let outcome = run_one(&mut redirector, &mut model, &frame, &what);
+                    *reasons.entry(outcome.reason).or_insert(0usize) += 1;
+                }
                 packets += 1;
             }
             compare_state(
@@ -493,11 +672,26 @@ fn program_matches_model_on_random_packets() {
         redirector.clear_conns().unwrap_or_else(|e| panic!("{e}"));
         model.conns.clear();
     }
-    eprintln!("{packets} packets; by reason: {reasons:?}");
-    assert!(packets >= 100_000);
+    eprintln!("{packets} packets, {egress_packets} of them at egress");
+    eprintln!("ingress by reason: {reasons:?}");
+    eprintln!("egress by reason: {egress:?}");
+    assert!(packets - egress_packets >= 100_000);
+    for reason in [
+        Reason::RedirectGre,
+        Reason::RedirectL2,
+        Reason::EngineFacing,
+        Reason::ListSkip,
+        Reason::TooBigDf,
+        Reason::Heartbeat,
+    ] {
+        assert!(
+            egress.get(&reason).copied().unwrap_or(0) > 0,
+            "no egress packet took {reason:?}"
+        );
+    }
     // Every path was taken (adjust_head never fails in a test run).
-    for reason in redirector_ebpf::model::Reason::ALL {
-        if reason != redirector_ebpf::model::Reason::AdjustFailed {
+    for reason in Reason::ALL {
+        if reason != Reason::AdjustFailed {
             assert!(
                 reasons.get(&reason).copied().unwrap_or(0) > 0,
                 "no packet took {reason:?}"
@@ -511,6 +705,9 @@ fn program_matches_model_on_random_packets() {
         .sum();
     eprintln!("connection-table hits: {conn_hits}");
     assert!(conn_hits > 0, "no packet followed the connection table");
+    let clamped = model.stats[STATS_MSS_CLAMPED].packets;
+    eprintln!("SYN-ACKs clamped: {clamped}");
+    assert!(clamped > 0, "no SYN-ACK was clamped");
 }
 
 /// A frame for the fixtures, every field chosen.
@@ -559,7 +756,7 @@ fn tcp(dport: u16, flags: u8, payload: usize) -> Vec<u8> {
 }
 
 fn fixture_config() -> TableConfig {
-    let engine = |i: u8, method| EngineConfig {
+    let engine = |i: u8, method, return_method| EngineConfig {
         addr: Ipv4Addr::new(10, 0, 0, i),
         router_addr: Ipv4Addr::new(10, 0, 0, 1),
         dst_mac: [2, 0xee, 0, 0, 0, i],
@@ -567,11 +764,27 @@ fn fixture_config() -> TableConfig {
         ifindex: 0,
         mtu: 1500,
         method,
+        return_method,
         usable: true,
     };
     let all = |e| Slot {
         engine: Some(e),
         ..Slot::default()
+    };
+    let prefixes = |list: &[&str]| -> Vec<Prefix> {
+        list.iter()
+            .map(|p| p.parse().unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    };
+    let gre_tcp = |id: u8, port: u16| ServiceConfig {
+        id,
+        dynamic: true,
+        protocol: Protocol::Tcp,
+        priority: 2,
+        flags: wccp::assign::flags::DST_IP_HASH | wccp::assign::flags::PORTS_DEFINED,
+        ports: vec![port],
+        assignment: Assignment::Hash(vec![all(0); 256]),
+        ..ServiceConfig::default()
     };
     TableConfig {
         services: vec![
@@ -583,6 +796,7 @@ fn fixture_config() -> TableConfig {
                 flags: wccp::assign::flags::DST_IP_HASH | wccp::assign::flags::PORTS_DEFINED,
                 ports: vec![80],
                 assignment: Assignment::Hash(vec![all(0); 256]),
+                ..ServiceConfig::default()
             },
             ServiceConfig {
                 id: 91,
@@ -592,14 +806,165 @@ fn fixture_config() -> TableConfig {
                 flags: wccp::assign::flags::SRC_IP_HASH | wccp::assign::flags::PORTS_DEFINED,
                 ports: vec![53],
                 assignment: Assignment::Hash(vec![all(1); 256]),
+                ..ServiceConfig::default()
+            },
+            // Lists on the source: only 192.0.2.0/24, but never its lower half.
+            ServiceConfig {
+                redirect_list: prefixes(&["192.0.2.0/24"]),
+                skip_list: prefixes(&["192.0.2.0/25"]),
+                ..gre_tcp(92, 25)
+            },
+            // Lists on both sides: redirected toward 198.51.100.0/24, except from
+            // 203.0.113.0/24.
+            ServiceConfig {
+                redirect_list: prefixes(&["198.51.100.0/24"]),
+                skip_list: prefixes(&["203.0.113.0/24"]),
+                ..gre_tcp(93, 23)
+            },
+            // A skip list only: everything but 100.64.0.0/10.
+            ServiceConfig {
+                skip_list: prefixes(&["100.64.0.0/10"]),
+                ..gre_tcp(94, 110)
             },
         ],
-        engines: vec![engine(2, Method::Gre), engine(3, Method::L2)],
+        engines: vec![
+            engine(2, Method::Gre, Method::Gre),
+            engine(3, Method::L2, Method::L2),
+        ],
+        mss_clamp: MssClamp::Auto,
     }
 }
 
-/// The edge cases the issue names, by name.
-fn fixture_inputs() -> Vec<(&'static str, Vec<u8>)> {
+/// A TCP segment from `sport` to `dport` with `options` (padded by the caller).
+fn tcp_with(sport: u16, dport: u16, flags: u8, options: &[u8]) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = (((20 + options.len()) / 4) as u8) << 4;
+    t[13] = flags;
+    t[16..18].copy_from_slice(&0x1234u16.to_be_bytes());
+    t.extend_from_slice(options);
+    t
+}
+
+/// The L2-return engine's MAC in [`fixture_config`].
+const ENGINE3_MAC: [u8; 6] = [2, 0xee, 0, 0, 0, 3];
+
+/// An MSS option.
+fn mss(value: u16) -> Vec<u8> {
+    let mut o = vec![2, 4];
+    o.extend_from_slice(&value.to_be_bytes());
+    o
+}
+
+fn with_src_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[6..12].copy_from_slice(&mac);
+    frame
+}
+
+/// The edge cases the issue names, by name, with the ingress interface's flags.
+fn fixture_inputs() -> Vec<(&'static str, Vec<u8>, u32)> {
+    let mut cases: Vec<_> = fixture_frames()
+        .into_iter()
+        .map(|(name, frame)| (name, frame, 0))
+        .collect();
+    cases.extend(egress_frames());
+    let server = [198, 51, 100, 9];
+    let synack = tcp_with(80, 40000, 0x12, &mss(1460));
+    cases.push((
+        "syn-ack on an engine-facing interface: clamped",
+        fixture_frame(&[], 0, 0x4000, 64, 6, server, &synack),
+        IFACE_ENGINE_FACING,
+    ));
+    cases.push((
+        "syn-ack on an excluded interface: untouched",
+        fixture_frame(&[], 0, 0x4000, 64, 6, server, &synack),
+        IFACE_EXCLUDED,
+    ));
+    cases.push((
+        "l2 return on an engine-facing interface",
+        with_src_mac(
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 7], &tcp(80, 0x10, 0)),
+            ENGINE3_MAC,
+        ),
+        IFACE_ENGINE_FACING,
+    ));
+    cases
+}
+
+/// Cases for the egress program ("redirect out"): names start with "egress: ".
+fn egress_frames() -> Vec<(&'static str, Vec<u8>, u32)> {
+    let client = [192, 0, 2, 7];
+    let syn = tcp(80, 0x02, 0);
+    vec![
+        (
+            "egress: tcp syn to service 0, gre",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
+            0,
+        ),
+        (
+            "egress: udp service 91, l2",
+            {
+                let mut udp = vec![0u8; 8];
+                udp[0..2].copy_from_slice(&5353u16.to_be_bytes());
+                udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+                udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+                fixture_frame(&[], 0, 0, 64, 17, client, &udp)
+            },
+            0,
+        ),
+        (
+            "egress: arrived on an engine-facing interface (a return)",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
+            IFACE_ENGINE_FACING,
+        ),
+        (
+            "egress: arrived on an excluded interface",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
+            IFACE_EXCLUDED,
+        ),
+        (
+            "egress: oversize with df fails open (no icmp)",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &tcp(80, 0x10, 1460)),
+            0,
+        ),
+        (
+            "egress: vlan-tagged bytes are not ipv4",
+            fixture_frame(&[0x8100], 0, 0, 64, 6, client, &syn),
+            0,
+        ),
+        (
+            "egress: skip list",
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 7], &tcp(25, 0x02, 0)),
+            0,
+        ),
+        (
+            "egress: syn-ack from port 80 is not clamped",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                [198, 51, 100, 9],
+                &tcp_with(80, 40000, 0x12, &mss(1460)),
+            ),
+            0,
+        ),
+    ]
+}
+
+/// The tc verdict's name.
+fn tc_verdict_name(code: u32) -> &'static str {
+    match code {
+        0 => "TC_ACT_OK",
+        2 => "TC_ACT_SHOT",
+        7 => "TC_ACT_REDIRECT",
+        _ => "?",
+    }
+}
+
+fn fixture_frames() -> Vec<(&'static str, Vec<u8>)> {
     let client = [192, 0, 2, 7];
     let engine = [10, 0, 0, 2];
     let syn = tcp(80, 0x02, 0);
@@ -618,6 +983,8 @@ fn fixture_inputs() -> Vec<(&'static str, Vec<u8>)> {
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x08, 0x06]);
     arp.extend_from_slice(&[0; 28]);
     let plain = fixture_frame(&[], 0, 0, 64, 6, client, &syn);
+    let server = [198, 51, 100, 9];
+    let synack = tcp_with(80, 40000, 0x12, &mss(1460));
     vec![
         ("arp", arp),
         ("truncated ethernet+ip", plain[..30].to_vec()),
@@ -684,6 +1051,156 @@ fn fixture_inputs() -> Vec<(&'static str, Vec<u8>)> {
             "gre from a non-engine",
             fixture_frame(&[], 0, 0, 64, 47, client, &gre_rh),
         ),
+        (
+            "oversize with df, 802.1q tag and ip options: icmp quotes 60+8 bytes",
+            fixture_frame(&[0x8100], 40, 0x4000, 64, 6, client, &tcp(80, 0x10, 1440)),
+        ),
+        (
+            "oversize with df, exactly at the mtu: redirected",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &tcp(80, 0x10, 1432)),
+        ),
+        (
+            "syn-ack from port 80: mss 1460 clamped to 1432",
+            fixture_frame(&[], 0, 0x4000, 64, 6, server, &synack),
+        ),
+        (
+            "syn-ack, mss at an odd offset after a nop",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                server,
+                &tcp_with(80, 40000, 0x12, &[1, 2, 4, 0x23, 0x28, 1, 1, 0]),
+            ),
+        ),
+        (
+            "syn-ack, mss after timestamps and window scale",
+            fixture_frame(&[], 0, 0x4000, 64, 6, server, &{
+                let mut o = vec![1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 3, 3, 7];
+                o.extend(mss(65535));
+                tcp_with(80, 40000, 0x12, &o)
+            }),
+        ),
+        (
+            "syn-ack, mss below the clamp: untouched",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                server,
+                &tcp_with(80, 40000, 0x12, &mss(1200)),
+            ),
+        ),
+        (
+            "syn-ack, option list ends before the mss: untouched",
+            fixture_frame(&[], 0, 0x4000, 64, 6, server, &{
+                let mut o = vec![0, 1, 1, 1];
+                o.extend(mss(1460));
+                tcp_with(80, 40000, 0x12, &o)
+            }),
+        ),
+        (
+            "syn-ack, zero option length: untouched",
+            fixture_frame(&[], 0, 0x4000, 64, 6, server, &{
+                let mut o = vec![4, 0, 1, 1];
+                o.extend(mss(1460));
+                tcp_with(80, 40000, 0x12, &o)
+            }),
+        ),
+        (
+            "syn-ack from the udp service's port: untouched",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                server,
+                &tcp_with(53, 40000, 0x12, &mss(1460)),
+            ),
+        ),
+        (
+            "syn (no ack) from port 80: untouched",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                server,
+                &tcp_with(80, 40000, 0x02, &mss(1460)),
+            ),
+        ),
+        (
+            "syn-ack to port 80 (client's port): clamped by nothing, redirected",
+            fixture_frame(
+                &[],
+                0,
+                0x4000,
+                64,
+                6,
+                server,
+                &tcp_with(40000, 80, 0x12, &mss(1460)),
+            ),
+        ),
+        (
+            "syn-ack from an l2-return engine: clamped, then returned",
+            with_src_mac(
+                fixture_frame(&[], 0, 0x4000, 64, 6, server, &synack),
+                ENGINE3_MAC,
+            ),
+        ),
+        (
+            "l2 return: from engine 3's mac",
+            with_src_mac(plain.clone(), ENGINE3_MAC),
+        ),
+        (
+            "l2-return engine's own connection: not a return",
+            with_src_mac(
+                fixture_frame(&[], 0, 0, 64, 6, [10, 0, 0, 3], &syn),
+                ENGINE3_MAC,
+            ),
+        ),
+        (
+            "mac filter hit, no engine: redirected",
+            with_src_mac(plain.clone(), [2, 0, 0, 0, 0, 3]),
+        ),
+        (
+            "gre engine's mac: no l2 return",
+            with_src_mac(plain.clone(), [2, 0xee, 0, 0, 0, 2]),
+        ),
+        (
+            "redirect list holds the source: redirected",
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 200], &tcp(25, 0x02, 0)),
+        ),
+        (
+            "skip list inside the redirect list: skipped",
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 7], &tcp(25, 0x02, 0)),
+        ),
+        (
+            "neither address in the redirect list: not listed",
+            fixture_frame(&[], 0, 0, 64, 6, [203, 0, 113, 5], &tcp(25, 0x02, 0)),
+        ),
+        (
+            "redirect list holds the destination: redirected",
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 7], &tcp(23, 0x02, 0)),
+        ),
+        (
+            "skip list holds the source, redirect list the destination: skipped",
+            fixture_frame(&[], 0, 0, 64, 6, [203, 0, 113, 5], &tcp(23, 0x02, 0)),
+        ),
+        (
+            "skip list only, address outside: redirected",
+            fixture_frame(&[], 0, 0, 64, 6, [192, 0, 2, 7], &tcp(110, 0x02, 0)),
+        ),
+        (
+            "skip list only, address inside: skipped",
+            fixture_frame(&[], 0, 0, 64, 6, [100, 100, 0, 1], &tcp(110, 0x02, 0)),
+        ),
     ]
 }
 
@@ -717,15 +1234,35 @@ fn fixtures_replay_in_model_and_program() {
     if std::env::var_os("REDIRECTOR_BLESS").is_some() {
         let mut model = fresh();
         let mut text = String::from(
-            "# Edge cases for xdp_redirect, table: tests/differential.rs fixture_config().\n\
-             # Per case: name, input frame, expected verdict and reason, expected output.\n",
+            "# Edge cases for xdp_redirect and tc_redirect_out, table: tests/differential.rs\n\
+             # fixture_config().\n\
+             # Per case: name, the ingress interface's flags when not 0, input frame,\n\
+             # expected verdict and reason, expected output. Cases named \"egress: ...\"\n\
+             # run the tc egress program (redirect out) on a packet that arrived on the\n\
+             # interface with those flags.\n",
         );
-        for (name, frame) in fixture_inputs() {
-            let o = model.process(&frame, TEST_IFINDEX, MODEL_NOW);
+        for (name, frame, iface) in fixture_inputs() {
+            model.ifaces[TEST_IFINDEX as usize] = iface;
+            let egress = name.starts_with("egress: ");
+            let o = if egress {
+                model.process_egress(&frame, TEST_IFINDEX, MODEL_NOW)
+            } else {
+                model.process(&frame, TEST_IFINDEX, MODEL_NOW)
+            };
+            let verdict = if egress {
+                tc_verdict_name(o.verdict.tc_code())
+            } else {
+                verdict_name(o.verdict.code())
+            };
+            let iface = if iface == 0 {
+                String::new()
+            } else {
+                format!("iface {iface}\n")
+            };
             text.push_str(&format!(
-                "\ncase {name}\nin {}\naction {} {:?}\nout {}\n",
+                "\ncase {name}\n{iface}in {}\naction {} {:?}\nout {}\n",
                 hex(&frame),
-                verdict_name(o.verdict.code()),
+                verdict,
                 o.reason,
                 hex(&o.frame)
             ));
@@ -759,15 +1296,41 @@ fn fixtures_replay_in_model_and_program() {
         let input = unhex(&field("in "));
         let action = field("action ");
         let output = unhex(&field("out "));
-        let o = model.process(&input, TEST_IFINDEX, MODEL_NOW);
+        let iface: u32 = block
+            .lines()
+            .find_map(|l| l.strip_prefix("iface "))
+            .map_or(0, |f| {
+                f.parse().unwrap_or_else(|e| panic!("{name}: iface: {e}"))
+            });
+        model.ifaces[TEST_IFINDEX as usize] = iface;
+        mirror.ifaces[TEST_IFINDEX as usize] = iface;
+        redirector
+            .set_iface_flags(TEST_IFINDEX, iface)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Egress cases arrived on the test interface and leave by another.
+        let egress = name.starts_with("egress: ");
+        let (o, verdict) = if egress {
+            let o = model.process_egress(&input, TEST_IFINDEX, MODEL_NOW);
+            let v = tc_verdict_name(o.verdict.tc_code());
+            (o, v)
+        } else {
+            let o = model.process(&input, TEST_IFINDEX, MODEL_NOW);
+            let v = verdict_name(o.verdict.code());
+            (o, v)
+        };
         assert_eq!(
-            format!("{} {:?}", verdict_name(o.verdict.code()), o.reason),
+            format!("{verdict} {:?}", o.reason),
             action,
             "{name}: model action"
         );
         assert_eq!(o.frame, output, "{name}: model output");
         // The program agrees with the model (and so with the file) on every case.
-        run_one(&mut redirector, &mut mirror, &input, name);
+        if egress {
+            run_one_egress(&mut redirector, &mut mirror, &input, TEST_IFINDEX, name)
+                .unwrap_or_else(|| panic!("{name}: refused by the kernel"));
+        } else {
+            run_one(&mut redirector, &mut mirror, &input, name);
+        }
         cases += 1;
     }
     assert_eq!(

@@ -220,6 +220,7 @@ fn table(engine_mac: [u8; 6], r1: (u32, [u8; 6])) -> TableConfig {
                 };
                 256
             ]),
+            ..ServiceConfig::default()
         }],
         engines: vec![EngineConfig {
             addr: ENGINE,
@@ -230,7 +231,9 @@ fn table(engine_mac: [u8; 6], r1: (u32, [u8; 6])) -> TableConfig {
             mtu: 1500,
             method: Method::Gre,
             usable: true,
+            ..EngineConfig::default()
         }],
+        ..TableConfig::default()
     }
 }
 

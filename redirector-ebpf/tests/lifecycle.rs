@@ -211,6 +211,7 @@ fn table(service: u8, engine: Ipv4Addr, engine_mac: [u8; 6], r1: (u32, [u8; 6]))
                 };
                 256
             ]),
+            ..ServiceConfig::default()
         }],
         engines: vec![EngineConfig {
             addr: engine,
@@ -221,7 +222,9 @@ fn table(service: u8, engine: Ipv4Addr, engine_mac: [u8; 6], r1: (u32, [u8; 6]))
             mtu: 1500,
             method: Method::Gre,
             usable: true,
+            ..EngineConfig::default()
         }],
+        ..TableConfig::default()
     }
 }
 
@@ -366,7 +369,11 @@ struct PinGuard(PinRoot);
 
 impl Drop for PinGuard {
     fn drop(&mut self) {
-        for dir in [self.0.links_dir(), self.0.maps_dir()] {
+        for dir in [
+            self.0.links_dir(),
+            self.0.out_links_dir(),
+            self.0.maps_dir(),
+        ] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     let _ = std::fs::remove_file(e.path());
@@ -450,4 +457,218 @@ fn heartbeat_in_jiffies() -> Result<()> {
         "failed open"
     );
     Ok(())
+}
+
+/// An adopting loader does not know what the slots hold, so its first install of a slot
+/// must also remove the list prefixes and L2-return MACs a predecessor left there: a
+/// stale redirect prefix would redirect a client the new list leaves out, a stale MAC
+/// would pass an ex-engine's traffic as returned. Test runs only, no interfaces.
+#[test]
+fn adoption_removes_stale_prefixes_and_engine_macs() -> Result<()> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use redirector_ebpf::{model::Reason, table::Prefix};
+
+    let root = PinRoot::instance(&format!("dpadopt-{}", std::process::id()))?;
+    let _guard = PinGuard(root.clone());
+    let listed = |list: &str, l2_mac: Option<[u8; 6]>| -> Result<_> {
+        let mut t = table(90, ENGINE_A, [2; 6], (0, [4; 6]));
+        t.services[0].redirect_list = vec![list.parse::<Prefix>()?];
+        if let Some(mac) = l2_mac {
+            t.engines.push(EngineConfig {
+                addr: ENGINE_B,
+                dst_mac: mac,
+                return_method: Method::L2,
+                usable: true,
+                ..EngineConfig::default()
+            });
+        }
+        Ok(t.compile()?)
+    };
+    let ex_engine = [2, 0xee, 0, 0, 0, 9];
+    {
+        let mut first = Redirector::open(&root)?;
+        first.heartbeat(Duration::from_secs(60))?;
+        // Slot 1: the client's network listed, an L2-return engine. Slot 0: another.
+        first.install(&listed("10.1.0.0/16", Some(ex_engine))?)?;
+        first.install(&listed("10.1.0.0/16", None)?)?;
+    }
+    let mut second = Redirector::open(&root)?;
+    second.heartbeat(Duration::from_secs(60))?;
+    // Writes slot 1 again, knowing nothing of it.
+    second.install(&listed("10.200.0.0/16", None)?)?;
+    let run = |r: &mut Redirector, frame: &[u8]| -> Result<Reason> {
+        let before = r.stats()?;
+        r.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })?;
+        let after = r.stats()?;
+        Reason::ALL
+            .into_iter()
+            .find(|&reason| after[reason as usize].packets > before[reason as usize].packets)
+            .context("no reason counted")
+    };
+    assert_eq!(
+        run(&mut second, &syn([2; 6], [6; 6], 40200))?,
+        Reason::NotListed,
+        "the old redirect prefix is gone"
+    );
+    assert_eq!(
+        run(&mut second, &syn([2; 6], ex_engine, 40201))?,
+        Reason::NotListed,
+        "the old engine MAC is gone"
+    );
+    second.clear()?;
+    Ok(())
+}
+
+/// Whether a frame is our SYN from the client, forwarded unencapsulated.
+fn plain_syn_of(frame: &[u8], sport: u16) -> bool {
+    frame.len() >= 54
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 6
+        && frame[26..30] == CLIENT.octets()
+        && u16::from_be_bytes([frame[34], frame[35]]) == sport
+}
+
+/// Sends one SYN from `from` and reports whether it reached `to` as a plain SYN.
+fn forwarded(from: &RawSocket, to: &RawSocket, macs: ([u8; 6], [u8; 6]), sport: u16) -> bool {
+    for _ in 0..10 {
+        if from.send(&syn(macs.0, macs.1, sport)).is_err() {
+            return false;
+        }
+        let round = Instant::now();
+        while round.elapsed() < Duration::from_millis(100) {
+            match to.recv() {
+                Some(frame) if plain_syn_of(&frame, sport) => return true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    false
+}
+
+/// "Redirect out" on real interfaces: the router forwards the client's SYN toward the
+/// server, and the tc egress program on the server-side interface sends it to the engine
+/// in GRE instead; what arrives from the engine-facing interface (the engine's returns)
+/// leaves unredirected; the pinned egress link survives its loader, is adopted, and
+/// detaching or clearing gives the server its traffic back.
+///
+/// ```text
+///  client c0 ──── r0 router r2 ──── s0 server
+///  10.1.0.2  10.1.0.1    10.9.0.254  10.9.0.1
+///                  r1 10.2.0.1 (engine-facing)
+///                  │
+///                  e0 engine 10.2.0.2
+/// ```
+#[test]
+fn redirect_out_on_forwarded_traffic() -> Result<()> {
+    let lab = Lab::new("dpout")?;
+    let client = lab.host("client")?;
+    let router = lab.host("router")?;
+    let engine = lab.host("engine")?;
+    let server = lab.host("server")?;
+    lab.link(&client, "c0", &router, "r0")?;
+    lab.link(&router, "r1", &engine, "e0")?;
+    lab.link(&router, "r2", &server, "s0")?;
+    client.add_addr("c0", "10.1.0.2/24")?;
+    router.add_addr("r0", "10.1.0.1/24")?;
+    router.add_addr("r1", "10.2.0.1/24")?;
+    router.add_addr("r2", "10.9.0.254/24")?;
+    engine.add_addr("e0", "10.2.0.2/24")?;
+    server.add_addr("s0", "10.9.0.1/24")?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    for key in ["all", "default", "r0", "r1", "r2"] {
+        router.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+    }
+
+    let r1 = (router.ifindex("r1")?, router.mac("r1")?);
+    let e0_mac = engine.mac("e0")?;
+    let from_client = (router.mac("r0")?, client.mac("c0")?);
+    let from_engine = (r1.1, e0_mac);
+    let socket = |host: &Host, ifname: &str| -> Result<RawSocket> {
+        let ix = host.ifindex(ifname)?;
+        host.in_ns(|| RawSocket::open(ix))?
+    };
+    let client_tx = socket(&client, "c0")?;
+    let engine_io = socket(&engine, "e0")?;
+    let server_rx = socket(&server, "s0")?;
+    assert!(
+        forwarded(&client_tx, &server_rx, from_client, 41000),
+        "the router forwards before any redirection"
+    );
+
+    let root = PinRoot::instance(&format!("{}-out", lab.id()))?;
+    let guard = PinGuard(root.clone());
+    let mut first = Redirector::open(&root)?;
+    first.install(&table(90, ENGINE_A, e0_mac, r1).compile()?)?;
+    first.heartbeat(Duration::from_secs(60))?;
+    first.set_iface_flags(r1.0, redirector_ebpf::layout::IFACE_ENGINE_FACING)?;
+    router.in_ns(|| first.attach_out("r2"))??;
+    assert!(
+        root.out_links_dir().join("r2").exists(),
+        "egress link pinned"
+    );
+    assert_eq!(
+        probe(
+            &client_tx,
+            &engine_io,
+            from_client,
+            41001,
+            Duration::from_secs(3)
+        ),
+        Some((ENGINE_A, 90)),
+        "redirected out: GRE to the engine"
+    );
+    assert!(
+        !forwarded(&client_tx, &server_rx, from_client, 41002),
+        "the server no longer sees redirected SYNs"
+    );
+    assert!(
+        forwarded(&engine_io, &server_rx, from_engine, 41003),
+        "what comes from the engine-facing interface leaves unredirected"
+    );
+
+    // The pinned egress link outlives its loader and is adopted.
+    drop(first);
+    assert_eq!(
+        probe(
+            &client_tx,
+            &engine_io,
+            from_client,
+            41004,
+            Duration::from_secs(3)
+        ),
+        Some((ENGINE_A, 90)),
+        "still redirected out after the loader was dropped"
+    );
+    let mut second = Redirector::open(&root)?;
+    assert_eq!(second.attached_out(), vec!["r2".to_owned()]);
+    second.heartbeat(Duration::from_secs(60))?;
+    assert_eq!(
+        probe(
+            &client_tx,
+            &engine_io,
+            from_client,
+            41005,
+            Duration::from_secs(3)
+        ),
+        Some((ENGINE_A, 90)),
+        "redirected out by the adopting program"
+    );
+    second.detach_out("r2")?;
+    assert!(
+        forwarded(&client_tx, &server_rx, from_client, 41006),
+        "detached: forwarded to the server again"
+    );
+    router.in_ns(|| second.attach_out("r2"))??;
+    second.clear()?;
+    assert_eq!(pins_left(&root), Vec::<String>::new(), "pins left");
+    assert!(
+        forwarded(&client_tx, &server_rx, from_client, 41007),
+        "cleared: forwarded to the server again"
+    );
+    drop(guard);
+    lab.teardown().context("lab teardown")
 }

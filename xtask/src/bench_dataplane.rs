@@ -179,6 +179,7 @@ fn table(services: usize, engine_mac: [u8; 6], src_mac: [u8; 6]) -> TableConfig 
                 vec![1000 + 2 * k as u16, 1001 + 2 * k as u16]
             },
             assignment: Assignment::Hash(buckets.clone()),
+            ..ServiceConfig::default()
         })
         .collect();
     let engines = ENGINES
@@ -192,9 +193,14 @@ fn table(services: usize, engine_mac: [u8; 6], src_mac: [u8; 6]) -> TableConfig 
             mtu: 1500,
             method: Method::Gre,
             usable: true,
+            ..EngineConfig::default()
         })
         .collect();
-    TableConfig { services, engines }
+    TableConfig {
+        services,
+        engines,
+        ..TableConfig::default()
+    }
 }
 
 /// The destination port of flow `i` of a row with `services` services: spread over

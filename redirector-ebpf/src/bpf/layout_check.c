@@ -22,3 +22,5 @@ LAYOUT_CHECK(redirector_engine);
 LAYOUT_CHECK(redirector_engine_key);
 LAYOUT_CHECK(redirector_flow);
 LAYOUT_CHECK(redirector_conn);
+LAYOUT_CHECK(redirector_mac_key);
+LAYOUT_CHECK(redirector_prefix_key);

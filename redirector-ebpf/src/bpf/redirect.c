@@ -1,209 +1,99 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0-only
 /*
  * The router's per-packet work on ingress (XDP): packet return (decapsulate
- * GRE from engines), then classification, bucket, connection table and
- * redirection by GRE or L2 rewrite, failing open whenever anything is missing.
+ * GRE from engines, L2 returns by MAC), SYN-ACK MSS clamping, then the shared
+ * classification (classify.h: service, lists, bucket, connection table),
+ * ICMP fragmentation-needed for DF packets too big for GRE, and redirection
+ * by GRE or L2 rewrite, failing open whenever anything is missing. And the
+ * same classification at tc egress, for "redirect out" (tc_redirect_out).
  *
  * The Rust model in redirector-ebpf/src/model.rs is the specification; this
  * is its fast twin, and the differential tests hold them to the same verdict,
  * output bytes and counters. Keep the order of the checks the same on both
  * sides: it decides which reason a packet is counted under.
  */
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <bpf/bpf_endian.h>
-#include "redirector.h"
+#include <linux/pkt_cls.h>
+#include "classify.h"
 
-#define ETH_P_8021Q_ 0x8100
-#define ETH_P_8021AD_ 0x88a8
-#define IP_MF 0x2000
-#define IP_DF 0x4000
-#define IP_OFFSET 0x1fff
-#define TCP_SYN 0x02
-#define TCP_ACK 0x10
-/* Outer IPv4 + GRE + redirect header. */
-#define GRE_OVERHEAD 28
-#define ENCAP_LEN (14 + GRE_OVERHEAD)
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct redirector_control);
-} control SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_IFINDEX);
-	__type(key, __u32);
-	__type(value, __u32);
-} ifaces SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOTS * PORT_PROTOCOLS * PORTS);
-	__type(key, __u32);
-	__type(value, struct redirector_port);
-} ports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOTS);
-	__type(key, __u32);
-	__type(value, struct redirector_table);
-} tables SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOTS * MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct redirector_service);
-} services SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOTS * MAX_SERVICES * BUCKETS);
-	__type(key, __u32);
-	__type(value, struct redirector_bucket);
-} buckets SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOTS * MAX_ENGINES);
-	__type(key, __u32);
-	__type(value, struct redirector_engine);
-} engines SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOTS * FILTER_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} engine_filter SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SLOTS * MAX_ENGINES);
-	__type(key, struct redirector_engine_key);
-	__type(value, __u32);
-} engine_addrs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct redirector_flow);
-	__type(value, struct redirector_conn);
-} conns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STATS_ENTRIES);
-	__type(key, __u32);
-	__type(value, struct redirector_counters);
-} stats SEC(".maps");
-
-struct ipv4 {
-	__u8 ver_ihl;
-	__u8 tos;
-	__u16 tot_len;
-	__u16 id;
-	__u16 frag_off;
-	__u8 ttl;
-	__u8 protocol;
-	__u16 check;
-	__u32 saddr;
-	__u32 daddr;
-};
-
-static __always_inline void count(__u32 index, __u64 bytes)
-{
-	struct redirector_counters *c = bpf_map_lookup_elem(&stats, &index);
-
-	if (c) {
-		c->packets += 1;
-		c->bytes += bytes;
-	}
-}
-
-static __always_inline int done(int verdict, __u32 reason, __u64 bytes)
-{
-	count(reason, bytes);
-	return verdict;
-}
-
-/* The service's failed-open counter, besides the reason. */
+/* The service's failed-open counter, besides the reason; the packet passes. */
 static __always_inline int fail_open(__u32 reason, __u8 service_id, __u64 bytes)
 {
-	count(STATS_SERVICE_BASE + (__u32)service_id * STATS_PER_SERVICE +
-		      STATS_SERVICE_FAILED_OPEN,
-	      bytes);
-	return done(XDP_PASS, reason, bytes);
+	counted_fail_open(reason, service_id, bytes);
+	return XDP_PASS;
 }
 
-static __always_inline __u32 fold(__u32 key)
+/*
+ * ICMP fragmentation needed (type 3 code 4) for a DF packet too big for the
+ * engine's path, sent back out of the ingress interface: MACs swapped, VLAN
+ * tags kept, from the router's address on the engine's side, announcing the
+ * engine's MTU less GRE's 28 bytes, quoting the IP header and 8 bytes of
+ * payload. The frame grows by 28 bytes in front (new IP and ICMP headers, the
+ * quote stays where it is) and is cut after the quote. The caller checked
+ * that the IP packet holds at least ICMP_QUOTE_MIN bytes.
+ */
+static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
+				       __u32 ihl_len, __u32 router_addr,
+				       __u16 mtu, __u64 bytes)
 {
-	key ^= key >> 16;
-	key ^= key >> 8;
-	return key & 0xff;
-}
+	void *data, *data_end;
+	__u8 *eth, *icmp;
+	struct ipv4 *ip, *orig;
+	__u32 sum = 0, quote = ihl_len + 8;
 
-/* The draft's key: the XOR of the fields the (primary or alternate) flags
- * select, addresses and ports as host-order numbers. */
-static __always_inline __u32 hash_key(__u32 flags, __u32 saddr, __u32 daddr,
-				      __u32 sport, __u32 dport)
-{
-	__u32 key = 0;
+	if (bpf_xdp_adjust_head(ctx, -GRE_OVERHEAD))
+		return done(XDP_PASS, REASON_ADJUST_FAILED, bytes);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	/* The Ethernet header moves 28 bytes up, never onto itself (l3_off <= 22). */
+	if ((void *)(eth + GRE_OVERHEAD + 22) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(eth, eth + GRE_OVERHEAD + 6, 6);
+	__builtin_memcpy(eth + 6, eth + GRE_OVERHEAD, 6);
+	__builtin_memcpy(eth + 12, eth + GRE_OVERHEAD + 12, 2);
+	if (l3_off >= 18)
+		__builtin_memcpy(eth + 14, eth + GRE_OVERHEAD + 14, 4);
+	if (l3_off >= 22)
+		__builtin_memcpy(eth + 18, eth + GRE_OVERHEAD + 18, 4);
 
-	if (flags & SF_SRC_IP_HASH)
-		key ^= saddr;
-	if (flags & SF_DST_IP_HASH)
-		key ^= daddr;
-	if (flags & SF_SRC_PORT_HASH)
-		key ^= sport;
-	if (flags & SF_DST_PORT_HASH)
-		key ^= dport;
-	return key;
-}
+	ip = data + (l3_off & 31);
+	icmp = (__u8 *)(ip + 1);
+	if ((void *)(icmp + ICMP_SUM_WINDOW) > data_end)
+		return XDP_ABORTED;
+	orig = (struct ipv4 *)(icmp + 8);
+	ip->ver_ihl = 0x45;
+	ip->tos = ICMP_TOS;
+	ip->tot_len = bpf_htons(28 + quote);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP_;
+	ip->check = 0;
+	ip->daddr = orig->saddr;
+	ip->saddr = router_addr;
+	ip->check = ipv4_checksum(ip);
 
-/* Index of the mask value a packet matches (see redirector_service). */
-static __always_inline __u32 mask_index(const struct redirector_service *svc,
-					__u32 saddr, __u32 daddr, __u32 sport,
-					__u32 dport)
-{
-	__u32 index = 0;
-
+	icmp[0] = ICMP_DEST_UNREACH_;
+	icmp[1] = ICMP_FRAG_NEEDED_;
+	icmp[2] = 0;
+	icmp[3] = 0;
+	icmp[4] = 0;
+	icmp[5] = 0;
+	icmp[6] = (mtu - GRE_OVERHEAD) >> 8;
+	icmp[7] = (mtu - GRE_OVERHEAD) & 0xff;
 #pragma unroll
-	for (int k = 0; k < MASK_POSITIONS; k++) {
-		__u32 pos = svc->mask_pos[k];
-		__u32 bit;
-
-		if (pos >= 96)
-			break;
-		if (pos < 16)
-			bit = dport >> pos;
-		else if (pos < 32)
-			bit = sport >> (pos - 16);
-		else if (pos < 64)
-			bit = daddr >> (pos - 32);
-		else
-			bit = saddr >> (pos - 64);
-		index |= (bit & 1) << k;
+	for (int i = 0; i < ICMP_SUM_WINDOW / 2; i++) {
+		if (i * 2 < 8 + quote)
+			sum += ((__u16 *)icmp)[i];
 	}
-	return index;
-}
-
-static __always_inline __u16 ipv4_checksum(const struct ipv4 *ip)
-{
-	const __u16 *w = (const __u16 *)ip;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		sum += w[i];
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum & 0xffff;
+	((__u16 *)icmp)[1] = ~sum & 0xffff;
+
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3_off + 28 + quote) -
+					     (int)(data_end - data)))
+		return XDP_ABORTED;
+	return done(XDP_TX, REASON_TOO_BIG_DF, bytes);
 }
 
 /*
@@ -266,7 +156,7 @@ int xdp_redirect(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 bytes = data_end - data;
-	__u32 zero = 0, l3_off = 14, key;
+	__u32 zero = 0, l3_off = 14;
 	__u16 proto;
 	struct ipv4 *ip;
 	__u32 ihl_len, slot, iface_flags = 0, frag;
@@ -325,148 +215,74 @@ int xdp_redirect(struct xdp_md *ctx)
 	}
 	if (iface_flags & IFACE_EXCLUDED)
 		return done(XDP_PASS, REASON_EXCLUDED, bytes);
+
+	/* SYN-ACKs toward the clients of GRE services, wherever they come from
+	 * (the engines' arrive on engine-facing interfaces): MSS clamp. */
+	if (ip->protocol == IPPROTO_TCP && !frag) {
+		__u8 *th = (void *)ip + ihl_len;
+
+		if ((void *)(th + 20) <= data_end &&
+		    (th[13] & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) &&
+		    clamp_synack(th, data_end, slot))
+			count(STATS_MSS_CLAMPED, bytes);
+	}
+
+	/* L2 return: from the MAC of an engine that returns at L2, and not from
+	 * its own address (its own connections are told apart later). Only when
+	 * the slot has such engines, then behind the MAC filter. */
+	if (ctl->flags & (CONTROL_L2_RETURN << slot)) {
+		__u8 *eth = data;
+		__u32 low = ((__u32)eth[10] << 8) | eth[11];
+		__u32 word = slot * FILTER_WORDS + (low >> 6);
+		__u64 *w = bpf_map_lookup_elem(&mac_filter, &word);
+
+		if (w && (*w >> (low & 63)) & 1) {
+			struct redirector_mac_key mk = { .slot = slot };
+			__u32 *idx;
+
+			__builtin_memcpy(mk.mac, eth + 6, 6);
+			idx = bpf_map_lookup_elem(&engine_macs, &mk);
+			if (idx) {
+				__u32 e = *idx & (MAX_ENGINES - 1);
+				__u32 k2 = slot * MAX_ENGINES + e;
+				struct redirector_engine *eng =
+					bpf_map_lookup_elem(&engines, &k2);
+
+				if (eng && eng->addr != ip->saddr) {
+					count(STATS_ENGINE_BASE + e * STATS_PER_ENGINE +
+						      STATS_ENGINE_RETURNED,
+					      bytes);
+					return done(XDP_PASS, REASON_RETURN_L2, bytes);
+				}
+			}
+		}
+	}
+
 	if (iface_flags & IFACE_ENGINE_FACING)
 		return done(XDP_PASS, REASON_ENGINE_FACING, bytes);
 	if (frag)
 		return done(XDP_PASS, REASON_FRAGMENT, bytes);
 
-	/* Ports, and the TCP flags the connection table needs. */
-	__u32 proto_i, sport, dport, tcp_flags = 0;
-	void *l4 = (void *)ip + ihl_len;
+	struct redirect_decision d;
+	int classified = classify(ip, ihl_len, data_end, slot, ctl, bytes, &d);
 
-	if (ip->protocol == IPPROTO_TCP) {
-		if (l4 + 20 > data_end)
-			return done(XDP_PASS, REASON_MALFORMED, bytes);
-		tcp_flags = ((__u8 *)l4)[13];
-		proto_i = 0;
-	} else if (ip->protocol == IPPROTO_UDP) {
-		if (l4 + 8 > data_end)
-			return done(XDP_PASS, REASON_MALFORMED, bytes);
-		proto_i = 1;
-	} else {
-		return done(XDP_PASS, REASON_NO_SERVICE, bytes);
-	}
-	sport = bpf_ntohs(((__u16 *)l4)[0]);
-	dport = bpf_ntohs(((__u16 *)l4)[1]);
-
-	/* The best-priority service: a maximum of three preferences. */
-	__u32 pref = NO_SERVICE_PREF, rank;
-	__u32 base = (slot * PORT_PROTOCOLS + proto_i) * PORTS;
-	struct redirector_port *pe;
-	struct redirector_table *tab;
-
-	key = base + dport;
-	pe = bpf_map_lookup_elem(&ports, &key);
-	if (pe)
-		pref = pe->dst_pref;
-	key = base + sport;
-	pe = bpf_map_lookup_elem(&ports, &key);
-	if (pe && pe->src_pref > pref)
-		pref = pe->src_pref;
-	tab = bpf_map_lookup_elem(&tables, &slot);
-	if (tab && tab->any_pref[proto_i & 1] > pref)
-		pref = tab->any_pref[proto_i & 1];
-	if (pref == NO_SERVICE_PREF || pref > MAX_SERVICES)
-		return done(XDP_PASS, REASON_NO_SERVICE, bytes);
-	rank = MAX_SERVICES - pref;
-
-	/* The engines' own connections are never redirected. */
-	__u32 saddr = bpf_ntohl(ip->saddr), daddr = bpf_ntohl(ip->daddr);
-	{
-		__u32 word = slot * FILTER_WORDS + ((saddr & 0xffff) >> 6);
-		__u64 *w = bpf_map_lookup_elem(&engine_filter, &word);
-
-		if (w && (*w >> (saddr & 63)) & 1) {
-			struct redirector_engine_key ek = { .slot = slot,
-							    .addr = ip->saddr };
-
-			if (bpf_map_lookup_elem(&engine_addrs, &ek))
-				return done(XDP_PASS, REASON_ENGINE_SOURCE, bytes);
-		}
-	}
-
-	key = slot * MAX_SERVICES + rank;
-	struct redirector_service *svc = bpf_map_lookup_elem(&services, &key);
-
-	if (!svc)
-		return done(XDP_PASS, REASON_NO_SERVICE, bytes);
-	__u8 service_id = svc->service_id;
-	__u32 svc_base = (slot * MAX_SERVICES + rank) * BUCKETS;
-	__u32 primary = 0, secondary = 0, alternate = 0;
-	struct redirector_bucket *b;
-
-	if (svc->options & SERVICE_MASK)
-		primary = mask_index(svc, saddr, daddr, sport, dport) & (BUCKETS - 1);
-	else
-		primary = fold(hash_key(svc->flags, saddr, daddr, sport, dport));
-	key = svc_base + primary;
-	b = bpf_map_lookup_elem(&buckets, &key);
-	if (!b || !(b->flags & BUCKET_ASSIGNED))
-		return fail_open(REASON_UNASSIGNED, service_id, bytes);
-	__u32 engine = b->engine, sticky = b->flags & BUCKET_STICKY;
-
-	if ((b->flags & BUCKET_ALTERNATE) && !(svc->options & SERVICE_MASK)) {
-		secondary = fold(hash_key(svc->flags >> 8, saddr, daddr, sport, dport));
-		alternate = 1;
-		key = svc_base + secondary;
-		b = bpf_map_lookup_elem(&buckets, &key);
-		if (!b || !(b->flags & BUCKET_ASSIGNED))
-			return fail_open(REASON_UNASSIGNED, service_id, bytes);
-		engine = b->engine;
-	}
-
-	/* The connection table: a SYN records its engine; later segments of a
-	 * flow in a bucket whose owner changed follow the recorded one. */
-	struct redirector_flow flow = {
-		.saddr = ip->saddr,
-		.daddr = ip->daddr,
-		.sport = bpf_htons(sport),
-		.dport = bpf_htons(dport),
-		.protocol = IPPROTO_TCP,
-	};
-	__u32 syn = proto_i == 0 && (tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
-	struct redirector_engine *eng;
-
-	if (proto_i == 0 && !syn && sticky) {
-		struct redirector_conn *c = bpf_map_lookup_elem(&conns, &flow);
-
-		if (c) {
-			__u32 k2 = slot * MAX_ENGINES + (c->engine & (MAX_ENGINES - 1));
-
-			eng = bpf_map_lookup_elem(&engines, &k2);
-			if (eng && eng->addr == c->engine_addr &&
-			    (eng->flags & ENGINE_USABLE)) {
-				engine = c->engine & (MAX_ENGINES - 1);
-				count(STATS_ENGINE_BASE + engine * STATS_PER_ENGINE +
-					      STATS_ENGINE_CONN_HITS,
-				      bytes);
-			}
-		}
-	}
-
-	key = slot * MAX_ENGINES + (engine & (MAX_ENGINES - 1));
-	eng = bpf_map_lookup_elem(&engines, &key);
-	if (!eng || !(eng->flags & ENGINE_USABLE))
-		return fail_open(REASON_ENGINE_DOWN, service_id, bytes);
-
-	if (bpf_jiffies64() > ctl->heartbeat_jiffies + ctl->grace_jiffies)
-		return fail_open(REASON_HEARTBEAT, service_id, bytes);
-
+	if (classified != CLASSIFY_REDIRECT)
+		return XDP_PASS;
+	struct redirector_engine *eng = d.eng;
+	__u8 service_id = d.service_id;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
 
 	if (eng->method == METHOD_GRE && eng->mtu &&
 	    tot_len + GRE_OVERHEAD > eng->mtu) {
-		if (ip->frag_off & bpf_htons(IP_DF))
+		if (!(ip->frag_off & bpf_htons(IP_DF)))
+			return fail_open(REASON_TOO_BIG, service_id, bytes);
+		if ((void *)ip + ICMP_QUOTE_MIN > data_end)
 			return fail_open(REASON_TOO_BIG_DF, service_id, bytes);
-		return fail_open(REASON_TOO_BIG, service_id, bytes);
+		return frag_needed(ctx, l3_off, ihl_len, eng->router_addr, eng->mtu,
+				   bytes);
 	}
 
-	if (syn) {
-		struct redirector_conn c = { .engine_addr = eng->addr,
-					     .engine = engine & (MAX_ENGINES - 1) };
-
-		bpf_map_update_elem(&conns, &flow, &c, BPF_ANY);
-	}
+	remember_syn(&d);
 
 	__u32 reason;
 
@@ -478,20 +294,7 @@ int xdp_redirect(struct xdp_md *ctx)
 		reason = REASON_REDIRECT_L2;
 	} else {
 		/* Header fields read before the frame moves. */
-		__u8 tos = ip->tos;
-		__u16 df = ip->frag_off & bpf_htons(IP_DF);
-		struct ipv4 outer = {
-			.ver_ihl = 0x45,
-			.tos = tos,
-			.tot_len = bpf_htons(tot_len + GRE_OVERHEAD),
-			.id = 0,
-			.frag_off = df,
-			.ttl = 64,
-			.protocol = IPPROTO_GRE,
-			.check = 0,
-			.saddr = eng->router_addr,
-			.daddr = eng->addr,
-		};
+		struct ipv4 outer;
 		__u8 macs[12];
 #ifdef REDIRECTOR_BENCH
 		__u8 saved_eth[14];
@@ -500,10 +303,8 @@ int xdp_redirect(struct xdp_md *ctx)
 			return XDP_ABORTED;
 		__builtin_memcpy(saved_eth, data, 14);
 #endif
-		__u8 rh0 = (svc->options & SERVICE_DYNAMIC ? RH_DYNAMIC : 0) |
-			   (alternate ? RH_ALTERNATE : 0);
 
-		outer.check = ipv4_checksum(&outer);
+		gre_outer(&outer, &d, tot_len, ip->tos, ip->frag_off & bpf_htons(IP_DF));
 		__builtin_memcpy(macs, eng->dst_mac, 6);
 		__builtin_memcpy(macs + 6, eng->src_mac, 6);
 		if (bpf_xdp_adjust_head(ctx, (int)l3_off - ENCAP_LEN))
@@ -518,14 +319,7 @@ int xdp_redirect(struct xdp_md *ctx)
 		p[12] = 0x08;
 		p[13] = 0x00;
 		__builtin_memcpy(p + 14, &outer, 20);
-		p[34] = 0;
-		p[35] = 0;
-		p[36] = 0x88;
-		p[37] = 0x3e;
-		p[38] = rh0;
-		p[39] = service_id;
-		p[40] = alternate ? secondary : 0;
-		p[41] = primary;
+		gre_headers(p + 34, &d);
 		reason = REASON_REDIRECT_GRE;
 #ifdef REDIRECTOR_BENCH
 		/* Bench-only build (redirect_bench.c): put the frame back as it came,
@@ -539,15 +333,120 @@ int xdp_redirect(struct xdp_md *ctx)
 #endif
 	}
 
-	count(STATS_SERVICE_BASE + (__u32)service_id * STATS_PER_SERVICE +
-		      STATS_SERVICE_REDIRECTED,
-	      bytes);
-	count(STATS_ENGINE_BASE + (engine & (MAX_ENGINES - 1)) * STATS_PER_ENGINE +
-		      STATS_ENGINE_REDIRECTED,
-	      bytes);
-	count(reason, bytes);
+	count_redirected(&d, reason, bytes);
 	if (eng->ifindex == 0)
 		return XDP_TX;
+	return bpf_redirect(eng->ifindex, 0);
+}
+
+/*
+ * "Redirect out" (Cisco's `ip wccp N redirect out`): tc egress on the
+ * interfaces the operator names, for traffic the router forwards out of them.
+ * The same classification as at ingress; no packet return (the XDP program
+ * does that where packets arrive), no MSS clamp, and no ICMP: a packet too big
+ * for GRE leaves unredirected. Packets that arrived on an engine-facing or
+ * excluded interface (the engines' returns among them) are never redirected
+ * here. Untagged Ethernet only: at egress a VLAN tag is usually still skb
+ * metadata, not bytes.
+ */
+SEC("classifier")
+int tc_redirect_out(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u64 bytes = data_end - data;
+	__u32 zero = 0, ihl_len, slot, iface_flags = 0, tot_len;
+	struct redirector_control *ctl;
+	struct ipv4 *ip;
+
+	if (data + 14 > data_end)
+		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+	if (((__u16 *)data)[6] != bpf_htons(ETH_P_IP))
+		return done(TC_ACT_OK, REASON_NOT_IPV4, bytes);
+	ip = data + 14;
+	if ((void *)(ip + 1) > data_end)
+		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+	if ((ip->ver_ihl >> 4) != 4 || (ip->ver_ihl & 0xf) < 5)
+		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+	ihl_len = (ip->ver_ihl & 0xf) * 4;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if ((void *)ip + ihl_len > data_end || tot_len < ihl_len ||
+	    (void *)ip + tot_len > data_end)
+		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+
+	ctl = bpf_map_lookup_elem(&control, &zero);
+	if (!ctl || !(ctl->flags & CONTROL_ENABLED))
+		return done(TC_ACT_OK, REASON_DISABLED, bytes);
+	slot = ctl->generation & 1;
+
+	if (skb->ingress_ifindex < MAX_IFINDEX) {
+		__u32 ifindex = skb->ingress_ifindex;
+		__u32 *f = bpf_map_lookup_elem(&ifaces, &ifindex);
+
+		if (f)
+			iface_flags = *f;
+	}
+	if (iface_flags & IFACE_EXCLUDED)
+		return done(TC_ACT_OK, REASON_EXCLUDED, bytes);
+	if (iface_flags & IFACE_ENGINE_FACING)
+		return done(TC_ACT_OK, REASON_ENGINE_FACING, bytes);
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return done(TC_ACT_OK, REASON_FRAGMENT, bytes);
+
+	struct redirect_decision d;
+
+	if (classify(ip, ihl_len, data_end, slot, ctl, bytes, &d) != CLASSIFY_REDIRECT)
+		return TC_ACT_OK;
+	struct redirector_engine *eng = d.eng;
+
+	/* A GSO packet is many packets of the size that was checked; our GRE is
+	 * not one the kernel can segment. */
+	if (eng->method == METHOD_GRE &&
+	    ((eng->mtu && tot_len + GRE_OVERHEAD > eng->mtu) || skb->gso_segs > 1)) {
+		counted_fail_open(ip->frag_off & bpf_htons(IP_DF) ? REASON_TOO_BIG_DF :
+								     REASON_TOO_BIG,
+				  d.service_id, bytes);
+		return TC_ACT_OK;
+	}
+	remember_syn(&d);
+
+	__u32 reason;
+	__u8 macs[12];
+
+	__builtin_memcpy(macs, eng->dst_mac, 6);
+	__builtin_memcpy(macs + 6, eng->src_mac, 6);
+	if (eng->method == METHOD_L2) {
+		reason = REASON_REDIRECT_L2;
+	} else {
+		struct ipv4 outer;
+
+		gre_outer(&outer, &d, tot_len, ip->tos, ip->frag_off & bpf_htons(IP_DF));
+		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
+			counted_fail_open(REASON_ADJUST_FAILED, d.service_id, bytes);
+			return TC_ACT_OK;
+		}
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + ENCAP_LEN > data_end)
+			return TC_ACT_SHOT;
+		__u8 *p = data;
+
+		p[12] = 0x08;
+		p[13] = 0x00;
+		__builtin_memcpy(p + 14, &outer, 20);
+		gre_headers(p + 34, &d);
+		reason = REASON_REDIRECT_GRE;
+	}
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + 14 > data_end)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(data, macs, 12);
+
+	count_redirected(&d, reason, bytes);
+	/* Engine index 0 in ifindex: out of the interface it was leaving by. */
+	if (eng->ifindex == 0)
+		return TC_ACT_OK;
 	return bpf_redirect(eng->ifindex, 0);
 }
 

@@ -6,15 +6,17 @@
  * Rust tests can compare sizes and field offsets. Every constant here has a
  * twin of the same name in redirector-ebpf/src/layout.rs.
  *
- * Map layout (all per-packet lookups are ARRAY maps, which the kernel inlines
- * into the program: no helper call, no hashing):
+ * Map layout (all per-packet lookups on the common path are ARRAY maps, which
+ * the kernel inlines into the program: no helper call, no hashing):
  *
- *   control[1]            generation, heartbeat, grace, enabled
+ *   control[1]            generation, heartbeat, grace, enabled, which slots
+ *                         have L2-return engines
  *   ifaces[MAX_IFINDEX]   per-ingress-interface flags (exclude, engine-facing)
  *   ports[2 slots][2 protocols][65536 ports]
  *                         best-priority service matching the port as a
  *                         destination port and as a source port
- *   tables[2 slots]       best service of those that match any port
+ *   tables[2 slots]       best service of those that match any port; the
+ *                         slot's MSS clamp
  *   services[2 slots][256 ranks]
  *   buckets[2 slots][256 ranks][256 buckets or mask values]
  *   engines[2 slots][256 engine indices]
@@ -23,6 +25,19 @@
  *                         bits), so that only candidates pay a hash lookup
  *   engine_addrs          HASH {slot, address} -> engine index (returns, and
  *                         the engines' own connections)
+ *   mac_filter[2 slots][1024 words]
+ *                         65536-bit filter of the MACs of L2-return engines
+ *                         (last two bytes): the same trick. Read only when the
+ *                         control record's CONTROL_L2_RETURN bit for the slot
+ *                         says there are such engines: otherwise the L2
+ *                         return check is one bit test of a record every
+ *                         packet reads anyway
+ *   engine_macs           HASH {slot, MAC} -> engine index (L2 return)
+ *   prefixes              LPM_TRIE {slot, rank, address/len} -> PREFIX_*:
+ *                         the redirect and skip lists. Keyed by slot like
+ *                         everything else, so that a list changes with the
+ *                         generation flip; looked up only for services whose
+ *                         options say they have lists (a helper call each)
  *   conns                 LRU_HASH flow -> engine chosen at its SYN
  *   stats                 PERCPU_ARRAY of {packets, bytes}
  *
@@ -31,6 +46,10 @@
  * (MAX_SERVICES - rank, 0 for none): the one of its destination port, of its
  * source port, and of the any-port services. The cost
  * does not grow with the number of services.
+ *
+ * Both programs of redirect.c (xdp_redirect at ingress, tc_redirect_out at
+ * egress) live in one object and so share these maps; classify.h holds the
+ * classification they share.
  *
  * A table update is atomic: the controller writes a whole new table into the
  * slot the programs are not reading (1 - generation & 1), then increments the
@@ -75,6 +94,10 @@
 
 /* control.flags */
 #define CONTROL_ENABLED 0x1
+/* Shifted left by the slot: that slot has L2-return engines. A bit of the
+ * record every packet reads anyway, so that tables without them pay nothing
+ * for the L2 return check; written with the generation it belongs to. */
+#define CONTROL_L2_RETURN 0x2
 
 /* ifaces[] values */
 #define IFACE_EXCLUDED 0x1      /* never redirect traffic arriving here */
@@ -83,6 +106,19 @@
 /* service.options */
 #define SERVICE_DYNAMIC 0x1 /* D bit of the redirect header */
 #define SERVICE_MASK 0x2    /* mask assignment (else hash) */
+#define SERVICE_LISTS 0x4   /* has a skip or a redirect list: look up prefixes */
+#define SERVICE_REDIRECT_LIST 0x8 /* has a redirect list: unlisted packets skip */
+#define SERVICE_MSS_CLAMP 0x10 /* redirected in GRE: its SYN-ACKs are clamped */
+
+/* prefixes[] values: what the listed prefixes containing an address say. The
+ * table compiler stores in each prefix the kinds of every listed prefix that
+ * contains it, so that one longest-prefix match answers for all of them. */
+#define PREFIX_SKIP 0x1     /* in the skip list: never redirected */
+#define PREFIX_REDIRECT 0x2 /* in the redirect list */
+/* Bits of the prefixes key before the address: slot, rank, reserved. */
+#define PREFIX_KEY_BITS 32
+/* Prefixes per table slot. */
+#define MAX_PREFIXES 16384
 
 /* bucket.flags */
 #define BUCKET_ASSIGNED 0x1  /* engine is meaningful */
@@ -125,19 +161,30 @@
 #define REASON_ENGINE_DOWN 9      /* fail open: engine not usable */
 #define REASON_HEARTBEAT 10       /* fail open: controller heartbeat stale */
 #define REASON_TOO_BIG 11         /* would exceed the MTU, DF clear */
-#define REASON_TOO_BIG_DF 12      /* would exceed the MTU, DF set */
+#define REASON_TOO_BIG_DF 12      /* would exceed the MTU, DF set: answered with
+				   * ICMP fragmentation needed (XDP_TX) */
 #define REASON_REDIRECT_GRE 13    /* redirected in GRE */
 #define REASON_REDIRECT_L2 14     /* redirected by L2 rewrite */
 #define REASON_RETURN_GRE 15      /* returned packet, decapsulated */
 #define REASON_RETURN_BAD 16      /* GRE from an engine that we do not decapsulate */
 #define REASON_ADJUST_FAILED 17   /* bpf_xdp_adjust_head refused: passed */
+#define REASON_RETURN_L2 18       /* from an L2-return engine's MAC: passed */
+#define REASON_LIST_SKIP 19       /* source or destination in the skip list */
+#define REASON_NOT_LISTED 20      /* neither address in the redirect list */
+/* Reasons stay below STATS_EVENTS_BASE. */
 #define REASONS 32
+
+/* Counters of things done to a packet besides its verdict, in stats[]'s
+ * reason block above the reasons. */
+#define STATS_EVENTS_BASE 24
+#define STATS_MSS_CLAMPED (STATS_EVENTS_BASE + 0) /* SYN-ACK MSS lowered */
 
 /* stats[] index layout. */
 #define STATS_SERVICE_BASE REASONS /* + service id * STATS_PER_SERVICE + kind */
 #define STATS_PER_SERVICE 4
 #define STATS_SERVICE_REDIRECTED 0
 #define STATS_SERVICE_FAILED_OPEN 1
+#define STATS_SERVICE_SKIPPED 2 /* by its skip or redirect list */
 #define STATS_ENGINE_BASE (STATS_SERVICE_BASE + 256 * STATS_PER_SERVICE)
 #define STATS_PER_ENGINE 4
 #define STATS_ENGINE_REDIRECTED 0
@@ -183,7 +230,9 @@ struct redirector_table {
 	__u16 any_pref[PORT_PROTOCOLS];
 	/* Services in this slot, for the controller's reading. */
 	__u16 services;
-	__u16 reserved;
+	/* Largest MSS a SYN-ACK of a SERVICE_MSS_CLAMP service may announce;
+	 * 0: no clamping. */
+	__u16 mss_clamp;
 };
 
 /* services[] value. Rust twin: layout::ServiceEntry. */
@@ -234,6 +283,28 @@ struct redirector_engine {
 /* engine_addrs key. Rust twin: layout::EngineKey. */
 struct redirector_engine_key {
 	__u32 slot;
+	/* Network order. */
+	__u32 addr;
+};
+
+/* engine_macs key. Rust twin: layout::MacKey. */
+struct redirector_mac_key {
+	__u32 slot;
+	__u8 mac[6];
+	__u8 reserved[2];
+};
+
+/*
+ * prefixes key (BPF_MAP_TYPE_LPM_TRIE: prefixlen, then the bits it counts).
+ * A stored prefix a/len has prefixlen PREFIX_KEY_BITS + len; a lookup uses
+ * PREFIX_KEY_BITS + 32. Rust twin: layout::PrefixKey.
+ */
+struct redirector_prefix_key {
+	__u32 prefixlen;
+	__u8 slot;
+	/* The service's rank. */
+	__u8 rank;
+	__u8 reserved[2];
 	/* Network order. */
 	__u32 addr;
 };

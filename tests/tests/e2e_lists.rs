@@ -1,0 +1,88 @@
+//! End to end, the router's redirect and skip lists (see `e2e_common`): with
+//! `skip = [SERVER2/32]` on the service, flows to the server's second address go straight
+//! to it while flows to its first address are proxied; after a reload to
+//! `redirect = [SERVER2/32]` (and no skip list), it is the other way round, without
+//! restarting the group.
+
+mod e2e_common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use e2e_common::*;
+use netns_tests::daemons::control_request;
+
+#[test]
+fn skip_and_redirect_lists_decide_which_flows_reach_the_proxy() {
+    if let Err(e) = World::new("e2elists", 1).and_then(|w| w.run(lists)) {
+        panic!("{e:#}");
+    }
+}
+
+/// One GET to `to`; whether the proxy took it, and whether the server answered.
+fn proxied(w: &World, e: &Engine, to: Ipv4Addr) -> Result<bool> {
+    let (body, me) = http_get(
+        &w.client,
+        0,
+        SocketAddrV4::new(to, HTTP_PORT),
+        "/",
+        Duration::from_secs(5),
+    )?;
+    // The server names who connected to it: the client itself, or the proxy.
+    ensure!(
+        body.trim_end().ends_with(&format!(" -> {to}:80")),
+        "answer from {to}: {body:?}"
+    );
+    let by_proxy = e.proxy().saw(me);
+    ensure!(
+        by_proxy != body.starts_with(&format!("hello {me} ")),
+        "the proxy's log and the server disagree on {me}: {body:?}"
+    );
+    Ok(by_proxy)
+}
+
+fn lists(w: &World) -> Result<()> {
+    let files = ctl_files(w, "r", 30_000)?;
+    let base = std::fs::read_to_string(&files.config)?;
+    std::fs::write(&files.config, format!("{base}skip = [\"{SERVER2}/32\"]\n"))?;
+    let ctl = spawn_ctl(w, &files)?;
+    let e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+
+    for _ in 0..3 {
+        ensure!(proxied(w, &e1, SERVER)?, "{SERVER} is redirected");
+        ensure!(!proxied(w, &e1, SERVER2)?, "{SERVER2} is skipped");
+    }
+    let shown = shown_service(&ctl)?;
+    ensure!(
+        shown["skip"] == serde_json::json!([format!("{SERVER2}/32")]),
+        "{shown:#}"
+    );
+
+    // A reload swaps the lists; the group keeps running (no re-join).
+    std::fs::write(
+        &files.config,
+        format!("{base}redirect = [\"{SERVER2}/32\"]\n"),
+    )?;
+    let answer = control_request(&files.socket, &serde_json::json!({"command": "reload"}))?;
+    ensure!(answer["ok"] == true, "reload: {answer:#}");
+    for _ in 0..3 {
+        ensure!(
+            !proxied(w, &e1, SERVER)?,
+            "{SERVER} is not on the redirect list"
+        );
+        ensure!(
+            proxied(w, &e1, SERVER2)?,
+            "{SERVER2} is on the redirect list"
+        );
+    }
+    let shown = shown_service(&ctl)?;
+    ensure!(
+        shown["engines"][0]["state"] == "usable" && slots(&shown).values().sum::<u64>() == 256,
+        "still assigned after the reload: {shown:#}"
+    );
+    println!("lists: skip and redirect lists enforced, swapped by reload with the view kept");
+    Ok(())
+}
