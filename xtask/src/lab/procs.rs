@@ -81,20 +81,18 @@ fn transparent_listener(port: u16) -> Result<TcpListener> {
         ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         let fd = OwnedFd::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        for opt in [libc::IP_TRANSPARENT] {
-            let rc = libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_IP,
-                opt,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-            ensure!(
-                rc == 0,
-                "IP_TRANSPARENT: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        let rc = libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_IP,
+            libc::IP_TRANSPARENT,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        ensure!(
+            rc == 0,
+            "IP_TRANSPARENT: {}",
+            std::io::Error::last_os_error()
+        );
         let rc = libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
