@@ -64,10 +64,19 @@ fn lab_demo_runs_every_step_and_tears_down() {
     let join = step(&summary, "join");
     let f = &join["figures"];
     assert!(f["buckets_moved"].as_u64().unwrap() > 0, "{join:#}");
+    assert!(
+        f["long_lived_in_moved_buckets"].as_u64().unwrap() > 0,
+        "the lab spreads the long-lived flows so that some sit in moved buckets: {join:#}"
+    );
     assert_eq!(f["requests_failed"], 0, "{join:#}");
     if join["ok"] != true {
-        // The known failure, and only it: flows broke because no bucket is sticky.
+        // The known failure, and only it: the flows of moved buckets broke (none of the
+        // others) because no bucket is sticky.
         assert!(f["long_lived_broken"].as_u64().unwrap() > 0, "{join:#}");
+        assert_eq!(
+            f["long_lived_broken"], f["long_lived_broken_in_moved"],
+            "only flows in moved buckets broke: {join:#}"
+        );
         assert_eq!(
             f["sticky_buckets"], 0,
             "the join failed with sticky buckets in the data plane: {join:#}"

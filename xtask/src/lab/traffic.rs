@@ -31,6 +31,8 @@ pub struct Req {
 /// One long-lived connection.
 #[derive(Clone, Debug, Default)]
 pub struct LongFlow {
+    /// The client's port, which (with its address) picks the flow's bucket.
+    pub port: u16,
     /// The engine whose proxy carries it (from the server's answers).
     pub via: Option<Ipv4Addr>,
     /// Requests answered on it.
@@ -107,19 +109,102 @@ fn connect(target: Ipv4Addr, timeout: Duration) -> Result<TcpStream> {
     Ok(conn)
 }
 
+/// A client port whose flow to `target` falls in `bucket` under the lab's service (hash of
+/// the client's address and port), so that the long-lived flows cover the bucket range
+/// evenly and some of them always sit in buckets that move.
+fn port_for_bucket(client: Ipv4Addr, target: Ipv4Addr, bucket: u8) -> u16 {
+    (20_000..60_000u16)
+        .find(|p| {
+            wccp::assign::bucket_of(
+                wccp::assign::flags::SRC_IP_HASH | wccp::assign::flags::SRC_PORT_HASH,
+                client,
+                target,
+                *p,
+                80,
+                false,
+            ) == bucket
+        })
+        .unwrap_or(0)
+}
+
+/// Connects from `client:port` (0: any port) to `target:80`.
+fn connect_from(client: Ipv4Addr, port: u16, target: Ipv4Addr) -> Result<TcpStream> {
+    // SAFETY: socket, setsockopt, bind and connect on a descriptor we own; the addresses
+    // are initialised and of the sizes passed.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let fd = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        let addr = |ip: Ipv4Addr, port: u16| {
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_port = port.to_be();
+            sin.sin_addr.s_addr = u32::from(ip).to_be();
+            sin
+        };
+        let local = addr(client, port);
+        if libc::bind(
+            raw,
+            &local as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            bail!("bind {client}:{port}: {}", std::io::Error::last_os_error());
+        }
+        let remote = addr(target, 80);
+        if libc::connect(
+            raw,
+            &remote as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            bail!(
+                "connect to {target}:80: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        fd
+    };
+    let conn = TcpStream::from(fd);
+    conn.set_read_timeout(Some(Duration::from_millis(1500)))?;
+    conn.set_write_timeout(Some(Duration::from_millis(1500)))?;
+    conn.set_nodelay(true)?;
+    Ok(conn)
+}
+
 impl Traffic {
     /// Starts `long` long-lived connections to `target` and the stream of short requests,
     /// all from `client`. Fails when a long-lived connection cannot be made.
-    pub fn start(client: &Host, target: Ipv4Addr, long: usize, t0: Instant) -> Result<Traffic> {
+    pub fn start(
+        client: &Host,
+        client_addr: Ipv4Addr,
+        target: Ipv4Addr,
+        long: usize,
+        t0: Instant,
+    ) -> Result<Traffic> {
         let stop = Arc::new(AtomicBool::new(false));
         let reqs = Arc::new(Mutex::new(Vec::new()));
         let flows = Arc::new(Mutex::new(vec![LongFlow::default(); long]));
         let target_now = Arc::new(Mutex::new(target));
         let mut threads = Vec::new();
         for i in 0..long {
+            let bucket = ((i * 256 / long.max(1)) + 256 / (2 * long.max(1))) as u8;
+            let port = port_for_bucket(client_addr, target, bucket);
             let conn = client
-                .in_ns(|| connect(target, Duration::from_secs(2)))?
-                .with_context(|| format!("long-lived connection {i}"))?;
+                .in_ns(|| connect_from(client_addr, port, target))?
+                .with_context(|| format!("long-lived connection {i} (bucket {bucket})"))?;
+            flows.lock().unwrap()[i].port = conn.local_addr()?.port();
             let (stop, flows) = (stop.clone(), flows.clone());
             threads.push(client.thread(move || {
                 let mut conn = conn;

@@ -219,8 +219,10 @@ fn draw(f: &mut Frame, st: &State) {
                 })
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
+            let designated = e.address.is_some_and(|a| a.to_string() == st.designated);
             Row::new(vec![
-                Cell::from(e.name.clone()).style(Style::default().fg(colour(i))),
+                Cell::from(format!("{}{}", e.name, if designated { " *" } else { "" }))
+                    .style(Style::default().fg(colour(i))),
                 Cell::from(e.address.map(|a| a.to_string()).unwrap_or_default()),
                 Cell::from(e.role.clone()),
                 Cell::from(e.router_state.clone()),
@@ -247,7 +249,11 @@ fn draw(f: &mut Frame, st: &State) {
         ],
     )
     .header(header)
-    .block(Block::default().borders(Borders::ALL).title(" engines "));
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" engines (* designated; router: the router's state for it) "),
+    );
     f.render_widget(table, rows[1]);
 
     // The bucket map: 256 cells, 32 per line, coloured by owner.
