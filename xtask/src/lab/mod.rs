@@ -167,7 +167,7 @@ pub fn run(opts: &Options) -> Result<bool> {
         ctrlc::set_handler(move || abort.store(true, Ordering::SeqCst))
             .context("installing the Ctrl-C handler")?;
     }
-    prepare(opts.json)?;
+    prepare()?;
 
     let t0 = Instant::now();
     let state = Arc::new(Mutex::new(State::default()));
@@ -347,7 +347,7 @@ fn print_summary(out: &Narrator, s: &Summary, json: bool) {
 
 /// Builds what the lab runs, with progress: the eBPF objects when missing, then the
 /// daemons (whose build embeds the objects).
-fn prepare(quiet_stdout: bool) -> Result<()> {
+fn prepare() -> Result<()> {
     let root = daemons::workspace_root();
     let style = ProgressStyle::with_template("{spinner} [{elapsed:>3}] {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
@@ -414,7 +414,6 @@ fn prepare(quiet_stdout: bool) -> Result<()> {
         );
     }
     pb.finish_with_message("redirector-ctl and engine-agent built");
-    let _ = quiet_stdout;
     // The harness resolves the same binaries (a no-op build now).
     daemons::binary("redirector-ctl")?;
     daemons::binary("engine-agent")?;
@@ -529,7 +528,6 @@ struct EngineHost {
 /// The network and its programs.
 struct Net {
     client: Host,
-    server: Host,
     engines: Vec<EngineHost>,
     ctl: Ctl,
     _server_proc: Process,
@@ -745,7 +743,6 @@ impl Run<'_> {
         ));
         Ok(Net {
             client,
-            server,
             engines,
             ctl,
             _server_proc: server_proc,
@@ -768,7 +765,6 @@ impl Run<'_> {
         );
         let r = self.steps_in(&mut net, &sources);
         monitor.stop();
-        let _ = &net.server;
         r
     }
 
