@@ -25,7 +25,7 @@ mod traffic;
 mod view;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -338,10 +338,8 @@ fn print_summary(out: &Narrator, s: &Summary, json: bool) {
         "lab: FAILED"
     });
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(s).unwrap_or_else(|_| "{}".into())
-        );
+        let text = serde_json::to_string_pretty(s).unwrap_or_else(|_| "{}".into());
+        let _ = writeln!(std::io::stdout(), "{text}");
     }
 }
 

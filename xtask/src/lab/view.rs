@@ -5,7 +5,7 @@
 //! terminal view, `q`, Esc or Ctrl-C ask the lab to stop (raw mode turns Ctrl-C into a
 //! key, not a signal), and the lab then tears everything down as on any other error.
 
-use std::io::Stdout;
+use std::io::{Stdout, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,10 +60,11 @@ impl Narrator {
     pub fn say(&self, msg: impl Into<String>) {
         let msg = msg.into();
         let t = self.t0.elapsed().as_secs_f64();
+        // Written, not printed: a closed terminal must not panic the lab before teardown.
         if self.plain && self.stderr {
-            eprintln!("[{t:6.1}s] {msg}");
+            let _ = writeln!(std::io::stderr(), "[{t:6.1}s] {msg}");
         } else if self.plain {
-            println!("[{t:6.1}s] {msg}");
+            let _ = writeln!(std::io::stdout(), "[{t:6.1}s] {msg}");
         }
         self.state.lock().unwrap().log.push((t, msg));
     }
@@ -106,11 +107,18 @@ impl Tui {
         let s2 = stop.clone();
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
-                {
+                let drawn = {
                     let st = state.lock().unwrap();
-                    let _ = term.draw(|f| draw(f, &st));
+                    term.draw(|f| draw(f, &st)).is_ok()
+                };
+                let polled = event::poll(Duration::from_millis(200));
+                if !drawn || polled.is_err() {
+                    // The terminal is gone (closed window, hang-up): nothing more to show,
+                    // and the lab must not keep running unseen.
+                    abort.store(true, Ordering::SeqCst);
+                    break;
                 }
-                if event::poll(Duration::from_millis(200)).unwrap_or(false) {
+                if polled.unwrap_or(false) {
                     if let Ok(Event::Key(k)) = event::read() {
                         let ctrl_c = k.code == KeyCode::Char('c')
                             && k.modifiers.contains(KeyModifiers::CONTROL);
@@ -132,19 +140,30 @@ impl Tui {
 
     /// Gives the terminal back.
     pub fn stop(mut self) {
+        self.finish();
+    }
+
+    /// Stops the thread, waiting at most a second: after a hang-up crossterm's event poll
+    /// can spin on the dead terminal without returning, and teardown must not wait on it.
+    fn finish(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let until = Instant::now() + Duration::from_secs(1);
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                restore();
+            }
         }
     }
 }
 
 impl Drop for Tui {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.finish();
     }
 }
 
@@ -157,33 +176,46 @@ fn draw(f: &mut Frame, st: &State) {
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
-            Constraint::Length(3),
+            Constraint::Length(4),
             Constraint::Length(st.engines.len() as u16 + 3),
             Constraint::Length(10),
             Constraint::Min(5),
         ])
         .split(f.area());
 
-    let head = Paragraph::new(vec![Line::from(vec![
-        Span::styled(
-            " WCCP lab ",
-            Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED),
-        ),
-        Span::raw(format!(
-            "  step: {}   service group {}: {}   designated: {}   security drops: {}   requests ok {} / failed {}   long-lived alive {} broken {}",
-            st.step,
-            super::monitor::SERVICE,
-            st.group_state,
-            st.designated,
-            st.security_drops,
+    let head = Paragraph::new(vec![
+        Line::from(vec![
+            Span::styled(
+                " WCCP lab ",
+                Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+            ),
+            Span::styled(
+                format!("  step: {}", st.step),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(format!(
+                "   service group {}: {}   designated engine: {}",
+                super::monitor::SERVICE,
+                st.group_state,
+                st.designated
+            )),
+        ]),
+        Line::from(format!(
+            " client: requests ok {} / failed {}   long-lived connections alive {} / broken {}   \
+             router: security drops {}, packets failed open {}",
             st.requests_ok,
             st.requests_failed,
             st.long_alive,
-            st.long_broken
+            st.long_broken,
+            st.security_drops,
+            st.failed_open
         )),
-    ])])
-    .wrap(Wrap { trim: true })
-    .block(Block::default().borders(Borders::ALL).title(" q: quit (tears down) "));
+    ])
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" q: quit (tears down) "),
+    );
     f.render_widget(head, rows[0]);
 
     let header = Row::new(
