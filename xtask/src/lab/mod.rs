@@ -58,6 +58,10 @@ const PASSWORD: &str = "labpass";
 /// Engines at the start, then the one that joins, then the one refused.
 const FIRST: usize = 3;
 const ENGINES: usize = FIRST + 2;
+/// The Squid engine's address (`--squid`): above the agents', so e1 stays designated.
+const SQUID: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
+/// Squid's Here-I-Am interval, which it cannot negotiate.
+const SQUID_T_MS: u64 = 10_000;
 
 /// Options of `lab`.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,6 +82,11 @@ pub struct Options {
     /// Long-lived client connections
     #[arg(long, default_value_t = 12)]
     pub long_lived: usize,
+    /// Also join the patched Squid (`scripts/build-squid.sh --print-path`) as an engine
+    /// (L2 forwarding, NAT intercept); router T becomes Squid's 10 s, the agents negotiate
+    /// 1 s with fast timers
+    #[arg(long)]
+    pub squid: bool,
 }
 
 /// One step's outcome, with the figures it is judged by.
@@ -275,7 +284,10 @@ pub fn run(opts: &Options) -> Result<bool> {
             return_rule: e.counters.get("return_rule").copied().unwrap_or(0),
         })
         .collect();
-    let all_steps = ["baseline", "join", "fail", "refuse", "return", "steady"];
+    let mut all_steps = vec!["baseline", "join", "fail", "refuse", "return", "steady"];
+    if opts.squid {
+        all_steps.push("squid");
+    }
     let complete = all_steps.iter().all(|n| steps.iter().any(|s| s.name == *n));
     let summary = Summary {
         ok: error.is_none() && complete && steps.iter().all(|s| s.ok) && teardown.ok && svg_written,
@@ -498,10 +510,16 @@ fn engine_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 11 + i as u8)
 }
 
-fn agent_config(address: Ipv4Addr, password: &str) -> String {
+fn agent_config(address: Ipv4Addr, password: &str, fast: bool) -> String {
+    // With Squid in the group the router's T is Squid's; the agents then negotiate theirs.
+    let timer = if fast {
+        "fast_transmit_ms"
+    } else {
+        "here_i_am_ms"
+    };
     format!(
         "address = \"{address}\"\nrouters = [\"{ROUTER}\"]\nproxy_port = {PROXY_PORT}\n\n\
-         [timers]\nhere_i_am_ms = {T_MS}\n\n\
+         [timers]\n{timer} = {T_MS}\n\n\
          [[service]]\nid = 90\ntype = \"dynamic\"\nprotocol = \"tcp\"\nports = [80]\n\
          flags = [\"src_ip_hash\", \"src_port_hash\"]\npassword = \"{password}\"\nweight = 100\n\n\
          [dataplane]\ninterface = \"eth0\"\nproxy_check_ms = 500\n\n\
@@ -523,10 +541,84 @@ struct EngineHost {
     proxy: Option<Process>,
 }
 
+/// The patched Squid as an engine (`--squid`), with its own directory and shared-memory
+/// name; dropping it stops Squid and removes its segments (shared memory is not per
+/// namespace).
+struct SquidEngine {
+    process: Process,
+    dir: PathBuf,
+    service_name: String,
+}
+
+impl SquidEngine {
+    fn start(host: &Host, bin: &Path) -> Result<SquidEngine> {
+        let dir = host.scratch_dir().join("squid-sq");
+        std::fs::create_dir_all(&dir)?;
+        // Squid drops root for its own user, which must write here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        let d = dir.display();
+        let conf = format!(
+            "http_port {SQUID}:3128\nhttp_port 3129 intercept\nhttp_access allow all\n\
+             visible_hostname labsquid\nshutdown_lifetime 1 seconds\npid_filename {d}/squid.pid\n\
+             cache_log {d}/cache.log\naccess_log stdio:{d}/access.log\ncoredump_dir {d}\n\
+             netdb_filename none\ncache_mem 8 MB\ncache deny all\n\
+             wccp2_router {ROUTER}\nwccp2_forwarding_method l2\nwccp2_return_method l2\n\
+             wccp2_assignment_method hash\nwccp2_weight 100\n\
+             wccp2_service dynamic 90 password={PASSWORD}\n\
+             wccp2_service_info 90 protocol=tcp flags=src_ip_hash,source_port_hash priority=0 ports=80\n"
+        );
+        let path = dir.join("squid.conf");
+        std::fs::write(&path, conf)?;
+        let service_name = format!("labsq{}", std::process::id());
+        host.run(
+            Command::new(bin)
+                .args(["-n", &service_name, "-k", "parse", "-f"])
+                .arg(&path),
+        )
+        .with_context(|| format!("{} -k parse {}", bin.display(), path.display()))?;
+        let mut process = host.spawn(
+            Command::new(bin)
+                .args(["-N", "-n", &service_name, "-f"])
+                .arg(&path),
+        )?;
+        process.set_grace(Duration::from_secs(5));
+        Ok(SquidEngine {
+            process,
+            dir,
+            service_name,
+        })
+    }
+
+    /// Requests Squid logged.
+    fn requests(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .map(|t| t.lines().count() as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SquidEngine {
+    fn drop(&mut self) {
+        let _ = self.process.stop();
+        if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+            let lead = format!("{}-", self.service_name);
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&lead) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
 /// The network and its programs.
 struct Net {
     client: Host,
     engines: Vec<EngineHost>,
+    /// The Squid host (`--squid`).
+    squid_host: Option<Host>,
+    squid: Option<SquidEngine>,
     ctl: Ctl,
     _server_proc: Process,
 }
@@ -626,7 +718,11 @@ impl Run<'_> {
     }
 
     fn start_agent(&self, host: &Host, name: &str, password: &str, i: usize) -> Result<Agent> {
-        let agent = Agent::start(host, name, &agent_config(engine_ip(i), password))?;
+        let agent = Agent::start(
+            host,
+            name,
+            &agent_config(engine_ip(i), password, self.opts.squid),
+        )?;
         self.pids.lock().unwrap().push(agent.process.pid());
         Ok(agent)
     }
@@ -644,8 +740,16 @@ impl Run<'_> {
         for i in 0..ENGINES {
             hosts.push(lab.host(&format!("e{}", i + 1))?);
         }
+        let squid_host = if self.opts.squid {
+            Some(lab.host("sq")?)
+        } else {
+            None
+        };
         let mut members: Vec<(&Host, &str)> = vec![(&router, "eth0")];
         members.extend(hosts.iter().map(|h| (h, "eth0")));
+        if let Some(h) = &squid_host {
+            members.push((h, "eth0"));
+        }
         let sw = lab.switch("sw", &members)?;
         sw.in_ns(|| ethtool_set("p0", ETHTOOL_SGRO, 1))??;
         lab.link(&client, "eth0", &router, "cli0")?;
@@ -673,6 +777,20 @@ impl Run<'_> {
             h.add_addr("eth0", &format!("{}/24", engine_ip(i)))?;
             h.add_route("default", &ROUTER.to_string())?;
         }
+        if let Some(h) = &squid_host {
+            h.add_addr("eth0", &format!("{SQUID}/24"))?;
+            h.add_route("default", &ROUTER.to_string())?;
+            // L2-forwarded packets keep their destination: NAT hands port 80 to Squid's
+            // intercept port (Squid finds the original destination in conntrack).
+            let rules = lab.scratch_dir().join("squid-nat.nft");
+            std::fs::write(
+                &rules,
+                "table ip lab {\n  chain pre {\n    type nat hook prerouting priority -100;\n    \
+                 iifname \"eth0\" tcp dport 80 redirect to :3129\n  }\n}\n",
+            )?;
+            h.run(Command::new("nft").arg("-f").arg(&rules))
+                .context("nft (Squid's intercept rule)")?;
+        }
         self.out.say(format!(
             "network up: client {CLIENT}, router {ROUTER} (cli0 10.77.1.1, srv0 10.77.9.254), \
              engines {}..{}, server {SERVER} and {RETURNED}",
@@ -691,7 +809,7 @@ impl Run<'_> {
         server.wait_tcp_listen(80, Duration::from_secs(10))?;
 
         let mut cfg = CtlConfig::new(ROUTER, &["cli0", "eth0"], &router_services());
-        cfg.here_i_am_ms = T_MS;
+        cfg.here_i_am_ms = if self.opts.squid { SQUID_T_MS } else { T_MS };
         let ctl = Ctl::start(&router, "r1", &cfg)?;
         self.pids.lock().unwrap().push(ctl.process.pid());
         *self.pin_root.lock().unwrap() = Some(ctl.pin_root.clone());
@@ -714,6 +832,19 @@ impl Run<'_> {
                 });
             }
         }
+        if squid_host.is_some() {
+            self.state
+                .lock()
+                .unwrap()
+                .engines
+                .push(monitor::EngineView {
+                    name: "sq".into(),
+                    address: Some(SQUID),
+                    role: "idle".into(),
+                    router_state: "-".into(),
+                    ..Default::default()
+                });
+        }
         for (i, h) in hosts.into_iter().enumerate() {
             let name = h.name().to_string();
             sources.lock().unwrap().push(Source {
@@ -735,6 +866,12 @@ impl Run<'_> {
                 proxy,
             });
         }
+        if squid_host.is_some() {
+            sources.lock().unwrap().push(Source {
+                agent_socket: None,
+                proxy_stats: lab.scratch_dir().join("squid-sq").join("access.log"),
+            });
+        }
         self.out.say(format!(
             "engine-agent and lab-proxy running on e1..e{FIRST} (T = {T_MS} ms, [dataplane] on \
              eth0, return rule {RETURN_PREFIX} port 80)"
@@ -744,6 +881,8 @@ impl Run<'_> {
             engines,
             ctl,
             _server_proc: server_proc,
+            squid_host,
+            squid: None,
         })
     }
 
@@ -840,6 +979,9 @@ impl Run<'_> {
         self.fail(net, traffic)?;
         self.refuse(net, sources, traffic)?;
         self.packet_return(net, traffic)?;
+        if self.opts.squid {
+            self.squid_joins(net, sources, traffic)?;
+        }
         // Steady traffic for the rest of --duration.
         let rest = (self.opts.duration as f64 - (self.now() - start)).max(2.0);
         self.mark("steady");
@@ -1157,6 +1299,77 @@ impl Run<'_> {
                 cleared.as_millis(),
                 bound.as_millis(),
                 i + 1
+            ),
+            figures: fig,
+        });
+        Ok(())
+    }
+
+    fn squid_joins(
+        &mut self,
+        net: &mut Net,
+        _sources: &Arc<Mutex<Vec<Source>>>,
+        traffic: &Traffic,
+    ) -> Result<()> {
+        self.mark("squid");
+        let bin = daemons::patched_squid()?;
+        self.out.step(
+            "squid",
+            format!(
+                "the patched Squid ({}) joins at {SQUID}: L2 forwarding, NAT intercept on port \
+                 3129, Here-I-Am every 10 s",
+                bin.display()
+            ),
+        );
+        let host = net.squid_host.clone().context("no Squid host")?;
+        let t = Instant::now();
+        let squid = SquidEngine::start(&host, &bin)?;
+        self.pids.lock().unwrap().push(squid.process.pid());
+        net.squid = Some(squid);
+        let i = ENGINES;
+        self.state.lock().unwrap().engines[i].role = "squid".into();
+        let got = self.poll(Duration::from_secs(45), || {
+            self.update_traffic(traffic);
+            let owners = monitor::bucket_owners(&self.router_service(net));
+            let n = owners.iter().filter(|o| **o == Some(SQUID)).count();
+            (n > 0 && owners.iter().all(|o| o.is_some())).then_some(n)
+        })?;
+        let Some(n) = got else {
+            self.record(StepResult {
+                name: "squid".into(),
+                ok: false,
+                summary: format!(
+                    "Squid never got buckets in 45 s; its cache.log is in {}",
+                    self.lab.scratch_dir().display()
+                ),
+                figures: BTreeMap::new(),
+            });
+            return Ok(());
+        };
+        let took = t.elapsed();
+        self.out.say(format!(
+            "Squid holds {n} buckets {} ms after its start ({})",
+            took.as_millis(),
+            share(&monitor::bucket_owners(&self.router_service(net)))
+        ));
+        let served0 = net.squid.as_ref().map_or(0, |s| s.requests());
+        let from = self.now();
+        self.watch(traffic, 5.0)?;
+        let (ok, failed) = traffic.count(from, self.now());
+        let served = net.squid.as_ref().map_or(0, |s| s.requests()) - served0;
+        let mut fig = BTreeMap::new();
+        fig.insert("squid_buckets".into(), json!(n));
+        fig.insert("join_ms".into(), json!(took.as_millis() as u64));
+        fig.insert("squid_requests".into(), json!(served));
+        fig.insert("requests_ok".into(), json!(ok));
+        fig.insert("requests_failed".into(), json!(failed));
+        self.record(StepResult {
+            name: "squid".into(),
+            ok: served > 0 && failed == 0,
+            summary: format!(
+                "Squid got {n} buckets after {} ms and served {served} requests in 5 s; \
+                 requests {ok} ok, {failed} failed",
+                took.as_millis()
             ),
             figures: fig,
         });

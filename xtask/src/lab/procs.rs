@@ -243,6 +243,11 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Reads a counters file (`requests`, `connections`, `upstream_failed`); zeros when absent.
 pub fn read_stats(path: &Path) -> (u64, u64) {
+    // Squid's access log: a request a line.
+    if path.extension().is_some_and(|e| e == "log") {
+        let n = std::fs::read_to_string(path).map_or(0, |t| t.lines().count() as u64);
+        return (n, n);
+    }
     let v: serde_json::Value = std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

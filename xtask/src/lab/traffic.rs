@@ -60,8 +60,14 @@ fn since(t0: Instant) -> f64 {
 
 /// Sends one request on `conn` and reads one answer; the peer the server named.
 fn exchange(conn: &mut TcpStream, path: &str, close: bool) -> Result<Ipv4Addr> {
+    // The Host is the address itself: an intercepting proxy (Squid) checks the Host against
+    // the original destination, and a name would need DNS, which the lab has not.
+    let host = conn
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: lab\r\n{}\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{}\r\n",
         if close { "Connection: close\r\n" } else { "" }
     );
     conn.write_all(req.as_bytes())?;
