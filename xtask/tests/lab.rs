@@ -114,6 +114,18 @@ fn lab_demo_runs_every_step_and_tears_down() {
     );
     assert_eq!(ret["requests_failed"], 0, "{ret:#}");
 
+    // With the patched Squid built (`--squid auto`), it joined and served requests too.
+    if let Some(sq) = summary["steps"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == "squid"))
+    {
+        assert_eq!(sq["ok"], true, "{sq:#}");
+        assert!(
+            sq["figures"]["squid_requests"].as_u64().unwrap() > 0,
+            "{sq:#}"
+        );
+    }
+
     // Per engine: the survivors served requests and hold all 256 buckets.
     let engines = summary["engines"].as_array().unwrap();
     let held: u64 = engines.iter().map(|e| e["buckets"].as_u64().unwrap()).sum();

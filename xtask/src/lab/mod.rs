@@ -82,11 +82,66 @@ pub struct Options {
     /// Long-lived client connections
     #[arg(long, default_value_t = 12)]
     pub long_lived: usize,
-    /// Also join the patched Squid (`scripts/build-squid.sh --print-path`) as an engine
-    /// (L2 forwarding, NAT intercept); router T becomes Squid's 10 s, the agents negotiate
-    /// 1 s with fast timers
-    #[arg(long)]
-    pub squid: bool,
+    /// Join the patched Squid as an engine too (L2 forwarding, NAT intercept): `auto` when
+    /// `scripts/build-squid.sh` has built it (never builds it), `on` (builds it if needed,
+    /// about 5 minutes the first time), `off`. With Squid the router's T is Squid's 10 s and
+    /// the agents negotiate 1 s with fast timers
+    #[arg(long, value_enum, default_value_t = SquidMode::Auto)]
+    pub squid: SquidMode,
+    /// The patched Squid to run, once resolved (not an option).
+    #[arg(skip)]
+    pub squid_bin: Option<PathBuf>,
+}
+
+/// `--squid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SquidMode {
+    /// When one is built.
+    Auto,
+    /// Always (built first if needed).
+    On,
+    /// Never.
+    Off,
+}
+
+/// The patched Squid `scripts/build-squid.sh` built for the current patch, without
+/// building: `SQUID_PATCHED`, else `<cache>/squid-<version>-<patch sha, 12 hex>/sbin/squid`
+/// with the script's completion stamp.
+fn built_squid() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SQUID_PATCHED") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let patch =
+        std::fs::read(daemons::workspace_root().join("tests/squid/wccp2-64bit.patch")).ok()?;
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take()?.write_all(&patch).ok()?;
+            c.wait_with_output().ok()
+        })?;
+    let sha: String = String::from_utf8_lossy(&out.stdout)
+        .chars()
+        .take(12)
+        .collect();
+    let suffix = format!("-{sha}");
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/var/cache/wccp-redirector")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with("squid-") && n.to_string_lossy().ends_with(&suffix)
+            }) && p.join(".build-complete").is_file()
+                && p.join("sbin/squid").is_file()
+        })
+        .map(|p| p.join("sbin/squid"))
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 /// One step's outcome, with the figures it is judged by.
@@ -177,6 +232,13 @@ pub fn run(opts: &Options) -> Result<bool> {
             .context("installing the Ctrl-C handler")?;
     }
     prepare()?;
+    let mut opts = opts.clone();
+    opts.squid_bin = match opts.squid {
+        SquidMode::Off => None,
+        SquidMode::Auto => built_squid(),
+        SquidMode::On => Some(daemons::patched_squid()?),
+    };
+    let opts = &opts;
 
     let t0 = Instant::now();
     let state = Arc::new(Mutex::new(State::default()));
@@ -285,7 +347,7 @@ pub fn run(opts: &Options) -> Result<bool> {
         })
         .collect();
     let mut all_steps = vec!["baseline", "join", "fail", "refuse", "return", "steady"];
-    if opts.squid {
+    if opts.squid_bin.is_some() {
         all_steps.push("squid");
     }
     let complete = all_steps.iter().all(|n| steps.iter().any(|s| s.name == *n));
@@ -721,7 +783,7 @@ impl Run<'_> {
         let agent = Agent::start(
             host,
             name,
-            &agent_config(engine_ip(i), password, self.opts.squid),
+            &agent_config(engine_ip(i), password, self.opts.squid_bin.is_some()),
         )?;
         self.pids.lock().unwrap().push(agent.process.pid());
         Ok(agent)
@@ -732,6 +794,14 @@ impl Run<'_> {
             "setup",
             "building the network: client, router, switch with 5 engine hosts, server",
         );
+        match (&self.opts.squid_bin, self.opts.squid) {
+            (Some(bin), _) => self.out.say(format!("with the patched Squid {}", bin.display())),
+            (None, SquidMode::Auto) => self.out.say(
+                "no patched Squid built (bash scripts/build-squid.sh builds one, about 5 minutes): \
+                 the lab runs without it",
+            ),
+            (None, _) => {}
+        }
         let lab = self.lab;
         let client = lab.host("client")?;
         let router = lab.host("router")?;
@@ -740,7 +810,7 @@ impl Run<'_> {
         for i in 0..ENGINES {
             hosts.push(lab.host(&format!("e{}", i + 1))?);
         }
-        let squid_host = if self.opts.squid {
+        let squid_host = if self.opts.squid_bin.is_some() {
             Some(lab.host("sq")?)
         } else {
             None
@@ -809,7 +879,11 @@ impl Run<'_> {
         server.wait_tcp_listen(80, Duration::from_secs(10))?;
 
         let mut cfg = CtlConfig::new(ROUTER, &["cli0", "eth0"], &router_services());
-        cfg.here_i_am_ms = if self.opts.squid { SQUID_T_MS } else { T_MS };
+        cfg.here_i_am_ms = if self.opts.squid_bin.is_some() {
+            SQUID_T_MS
+        } else {
+            T_MS
+        };
         let ctl = Ctl::start(&router, "r1", &cfg)?;
         self.pids.lock().unwrap().push(ctl.process.pid());
         *self.pin_root.lock().unwrap() = Some(ctl.pin_root.clone());
@@ -979,7 +1053,7 @@ impl Run<'_> {
         self.fail(net, traffic)?;
         self.refuse(net, sources, traffic)?;
         self.packet_return(net, traffic)?;
-        if self.opts.squid {
+        if self.opts.squid_bin.is_some() {
             self.squid_joins(net, sources, traffic)?;
         }
         // Steady traffic for the rest of --duration.
@@ -1312,7 +1386,7 @@ impl Run<'_> {
         traffic: &Traffic,
     ) -> Result<()> {
         self.mark("squid");
-        let bin = daemons::patched_squid()?;
+        let bin = self.opts.squid_bin.clone().context("no Squid")?;
         self.out.step(
             "squid",
             format!(
@@ -1357,10 +1431,13 @@ impl Run<'_> {
         self.watch(traffic, 5.0)?;
         let (ok, failed) = traffic.count(from, self.now());
         let served = net.squid.as_ref().map_or(0, |s| s.requests()) - served0;
+        // Its join moves buckets too: the same flows break as on e4's join (not sticky).
+        let broken = broken_between(&traffic.flows(), from - took.as_secs_f64(), self.now());
         let mut fig = BTreeMap::new();
         fig.insert("squid_buckets".into(), json!(n));
         fig.insert("join_ms".into(), json!(took.as_millis() as u64));
         fig.insert("squid_requests".into(), json!(served));
+        fig.insert("long_lived_broken".into(), json!(broken));
         fig.insert("requests_ok".into(), json!(ok));
         fig.insert("requests_failed".into(), json!(failed));
         self.record(StepResult {
@@ -1368,7 +1445,7 @@ impl Run<'_> {
             ok: served > 0 && failed == 0,
             summary: format!(
                 "Squid got {n} buckets after {} ms and served {served} requests in 5 s; \
-                 requests {ok} ok, {failed} failed",
+                 requests {ok} ok, {failed} failed; long-lived broken by its join {broken}",
                 took.as_millis()
             ),
             figures: fig,
