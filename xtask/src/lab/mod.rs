@@ -68,7 +68,7 @@ const SQUID_T_MS: u64 = 10_000;
 pub struct Options {
     /// Seconds of client traffic at least (the steps take about 30; the rest is steady
     /// traffic at the end)
-    #[arg(long, default_value_t = 45)]
+    #[arg(long, default_value_t = 60)]
     pub duration: u64,
     /// Plain narrated lines instead of the terminal view (also when stdout is no terminal)
     #[arg(long)]

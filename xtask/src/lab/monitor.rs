@@ -212,11 +212,10 @@ fn sample(state: &Mutex<State>, router: &std::path::Path, srcs: &[Source], t0: I
         match listed.get(&key) {
             Some(r) => {
                 e.router_state = r["state"].as_str().unwrap_or("?").to_string();
-                // Counters survive the engine's removal from the view in the lab's memory.
-                e.redirected = e
-                    .redirected
-                    .max(r["packets_redirected"].as_u64().unwrap_or(0));
-                e.returned = e.returned.max(r["packets_returned"].as_u64().unwrap_or(0));
+                // As the router reports them; the last values stay once it stops listing the
+                // engine.
+                e.redirected = r["packets_redirected"].as_u64().unwrap_or(0);
+                e.returned = r["packets_returned"].as_u64().unwrap_or(0);
             }
             None => e.router_state = "-".into(),
         }
