@@ -19,7 +19,7 @@ use ratatui::layout::{Constraint, Direction, Layout};
 use ratatui::prelude::CrosstermBackend;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::{Frame, Terminal};
 
 use super::monitor::State;
@@ -316,17 +316,23 @@ fn draw(f: &mut Frame, st: &State) {
         rows[2],
     );
 
+    // The newest lines that fit, wrapped here (by characters) so the count is exact.
     let height = rows[3].height.saturating_sub(2) as usize;
-    let log: Vec<Line> = st
-        .log
-        .iter()
-        .skip(st.log.len().saturating_sub(height))
-        .map(|(t, m)| Line::from(format!("[{t:6.1}s] {m}")))
-        .collect();
+    let width = rows[3].width.saturating_sub(2).max(1) as usize;
+    let mut log: Vec<Line> = Vec::new();
+    for (t, m) in st.log.iter().rev() {
+        let chars: Vec<char> = format!("[{t:6.1}s] {m}").chars().collect();
+        let pieces: Vec<String> = chars.chunks(width).map(|c| c.iter().collect()).collect();
+        if log.len() + pieces.len() > height {
+            break;
+        }
+        for p in pieces.into_iter().rev() {
+            log.push(Line::from(p));
+        }
+    }
+    log.reverse();
     f.render_widget(
-        Paragraph::new(log)
-            .wrap(Wrap { trim: false })
-            .block(Block::default().borders(Borders::ALL).title(" narration ")),
+        Paragraph::new(log).block(Block::default().borders(Borders::ALL).title(" narration ")),
         rows[3],
     );
 }
