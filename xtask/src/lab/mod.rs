@@ -189,6 +189,9 @@ pub struct TeardownCheck {
     pub pin_root_left: Option<String>,
     /// Processes the lab started that still run.
     pub processes_left: Vec<u32>,
+    /// Squid's shared-memory segments (not per namespace, so namespace deletion does not
+    /// remove them).
+    pub shm_left: Vec<String>,
 }
 
 /// The whole run.
@@ -304,7 +307,7 @@ pub fn run(opts: &Options) -> Result<bool> {
         &pids.lock().unwrap(),
     );
     out.say(if teardown.ok {
-        "teardown checked: no namespace, process or pin root of the lab is left".to_string()
+        "teardown checked: no namespace, process, pin root or shared-memory segment of the lab is left".to_string()
     } else {
         format!("teardown left something behind: {teardown:?}")
     });
@@ -560,11 +563,24 @@ fn check_teardown(lab_id: &str, pin_root: Option<&Path>, pids: &[u32]) -> Teardo
                 .unwrap_or(false)
         })
         .collect();
+    let shm_lead = format!("labsq{}-", std::process::id());
+    let shm_left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&shm_lead))
+                .collect()
+        })
+        .unwrap_or_default();
     TeardownCheck {
-        ok: namespaces_left.is_empty() && pin_root_left.is_none() && processes_left.is_empty(),
+        ok: namespaces_left.is_empty()
+            && pin_root_left.is_none()
+            && processes_left.is_empty()
+            && shm_left.is_empty(),
         namespaces_left,
         pin_root_left,
         processes_left,
+        shm_left,
     }
 }
 
