@@ -66,8 +66,8 @@ const SQUID_T_MS: u64 = 10_000;
 /// Options of `lab`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Seconds of client traffic at least (the steps take about 30; the rest is steady
-    /// traffic at the end)
+    /// Seconds of client traffic at least (the steps take about 30, 45 with Squid; the rest
+    /// is steady traffic at the end)
     #[arg(long, default_value_t = 60)]
     pub duration: u64,
     /// Plain narrated lines instead of the terminal view (also when stdout is no terminal)
