@@ -1,12 +1,13 @@
 //! `cargo xtask`: project tasks that cargo alone cannot express.
 //!
-//! Each task is a subcommand. `build-ebpf` exists today; `bench` and `lab` (see the design)
-//! will be added as their own modules and `Command` variants when they are real, never as
-//! stubs that pretend to work.
+//! Each task is a subcommand with its own module: `build-ebpf`, `bench` and `lab` (the
+//! demonstration in namespaces, whose helper programs are hidden subcommands so that they
+//! run as processes of their own inside the lab's hosts).
 
 mod bench;
 mod bench_dataplane;
 mod build_ebpf;
+mod lab;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,17 @@ enum Command {
     /// Time the protocol state machines (Here-I-Am -> I-See-You, 32-engine assignment);
     /// `bench dataplane` measures the XDP redirector instead
     Bench(BenchArgs),
+    /// The whole system in network namespaces (root): a client, a router running
+    /// redirector-ctl with XDP, engines running engine-agent with transparent proxies, a
+    /// server; traffic, shown live, through an engine joining, one failing, a wrong
+    /// password refused and packet return; everything torn down at the end
+    Lab(lab::Options),
+    /// The lab's transparent proxy (run inside an engine's namespace by `lab`)
+    #[command(hide = true)]
+    LabProxy(lab::procs::ProxyArgs),
+    /// The lab's HTTP server (run inside the server's namespace by `lab`)
+    #[command(hide = true)]
+    LabServer(lab::procs::ServerArgs),
 }
 
 /// `bench` alone times the protocol; `bench dataplane` the XDP data plane.
@@ -56,6 +68,13 @@ fn main() -> ExitCode {
             ..
         }) => bench_dataplane::run(&options),
         Command::Bench(BenchArgs { protocol, .. }) => bench::run(&protocol),
+        Command::Lab(options) => match lab::run(&options) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::LabProxy(args) => lab::procs::proxy(&args),
+        Command::LabServer(args) => lab::procs::server(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
