@@ -231,6 +231,12 @@ pub struct XdpPlane {
     adopted: bool,
     /// Per service, the operator's redirect and skip lists.
     lists: BTreeMap<ServiceId, (Vec<Prefix>, Vec<Prefix>)>,
+    /// The data plane counts per engine index, and an install may give an engine another
+    /// index: what each engine's index had counted when its layout ended...
+    engine_totals: BTreeMap<Ipv4Addr, EngineCounters>,
+    /// ...and what each index held when the current layout began, so that an engine's
+    /// counters are its own across joins and leaves.
+    engine_base: Vec<EngineCounters>,
 }
 
 impl std::fmt::Debug for XdpPlane {
@@ -257,6 +263,8 @@ impl XdpPlane {
             moved: BTreeMap::new(),
             adopted,
             lists: BTreeMap::new(),
+            engine_totals: BTreeMap::new(),
+            engine_base: Vec::new(),
         })
     }
 
@@ -336,12 +344,60 @@ impl XdpPlane {
         let table = config.compile().map_err(|e| e.to_string())?;
         // Forget what was installed until this one is: a failed install is retried whole.
         self.installed = None;
+        // Counts up to now belong to the old layout's engines (a packet or two between
+        // this read and the switch may be credited to the old owner of an index).
+        let raw = if engines != self.engines {
+            Some(self.raw_engine_counts()?)
+        } else {
+            None
+        };
         self.redirector()?
             .install(&table)
             .map_err(|e| e.to_string())?;
+        if let Some(raw) = raw {
+            credit_layout(
+                &mut self.engine_totals,
+                &self.engines,
+                &self.engine_base,
+                &raw,
+            );
+            self.engine_base = raw;
+        }
         self.engines = engines;
         self.installed = Some(config);
         Ok(())
+    }
+
+    /// The data plane's per-index engine counters, for every index.
+    fn raw_engine_counts(&mut self) -> Result<Vec<EngineCounters>, PlaneError> {
+        let stats = self.redirector()?.stats().map_err(|e| e.to_string())?;
+        let get = |i: usize| stats.get(i).map_or(0, |c| c.packets);
+        Ok((0..redirector_ebpf::layout::MAX_ENGINES)
+            .map(|i| {
+                let base = STATS_ENGINE_BASE + i * STATS_PER_ENGINE;
+                EngineCounters {
+                    redirected: get(base + STATS_ENGINE_REDIRECTED),
+                    returned: get(base + STATS_ENGINE_RETURNED),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Adds to each engine of `layout` (index = position) what its index counted since the
+/// layout began: `raw` now, less `base` then.
+fn credit_layout(
+    totals: &mut BTreeMap<Ipv4Addr, EngineCounters>,
+    layout: &[Ipv4Addr],
+    base: &[EngineCounters],
+    raw: &[EngineCounters],
+) {
+    for (i, addr) in layout.iter().enumerate() {
+        let now = raw.get(i).copied().unwrap_or_default();
+        let then = base.get(i).copied().unwrap_or_default();
+        let t = totals.entry(*addr).or_default();
+        t.redirected += now.redirected.saturating_sub(then.redirected);
+        t.returned += now.returned.saturating_sub(then.returned);
     }
 }
 
@@ -536,17 +592,20 @@ impl DataPlane for XdpPlane {
         let ids: Vec<ServiceId> = self.services.keys().copied().collect();
         let stats = self.redirector()?.stats().map_err(|e| e.to_string())?;
         let get = |i: usize| stats.get(i).map_or(0, |c| c.packets);
-        let mut out = PlaneCounters::default();
-        for (i, addr) in engines.iter().enumerate() {
-            let base = STATS_ENGINE_BASE + i * STATS_PER_ENGINE;
-            out.engines.insert(
-                *addr,
+        let mut out = PlaneCounters {
+            engines: self.engine_totals.clone(),
+            ..PlaneCounters::default()
+        };
+        let raw: Vec<EngineCounters> = (0..engines.len())
+            .map(|i| {
+                let base = STATS_ENGINE_BASE + i * STATS_PER_ENGINE;
                 EngineCounters {
                     redirected: get(base + STATS_ENGINE_REDIRECTED),
                     returned: get(base + STATS_ENGINE_RETURNED),
-                },
-            );
-        }
+                }
+            })
+            .collect();
+        credit_layout(&mut out.engines, &engines, &self.engine_base, &raw);
         for id in ids {
             let base = STATS_SERVICE_BASE + usize::from(id.id) * STATS_PER_SERVICE;
             out.services.insert(
@@ -680,6 +739,30 @@ mod tests {
     }
 
     #[test]
+    fn engine_counters_follow_the_engine_not_its_index() {
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 2, 0, 2),
+            Ipv4Addr::new(10, 2, 0, 3),
+            Ipv4Addr::new(10, 2, 0, 4),
+        );
+        let n = |redirected, returned| EngineCounters {
+            redirected,
+            returned,
+        };
+        let mut totals = BTreeMap::new();
+        // Layout 1: [a, b], from zero; at the switch a's index counted 10, b's 20.
+        credit_layout(&mut totals, &[a, b], &[], &[n(10, 1), n(20, 2)]);
+        // Layout 2: b left, c joined and took index 1: [a, c]. Since then index 0 counted
+        // 5 more, index 1 (now c's) 7.
+        let base = [n(10, 1), n(20, 2)];
+        let mut shown = totals.clone();
+        credit_layout(&mut shown, &[a, c], &base, &[n(15, 1), n(27, 3)]);
+        assert_eq!(shown[&a], n(15, 1));
+        assert_eq!(shown[&b], n(20, 2), "b keeps its own counts");
+        assert_eq!(shown[&c], n(7, 1), "c has only what index 1 counted for it");
+    }
+
+    #[test]
     fn buckets_that_change_owner_are_installed_sticky() {
         let other = Ipv4Addr::new(10, 2, 0, 3);
         let mut plane = XdpPlane {
@@ -691,6 +774,8 @@ mod tests {
             moved: BTreeMap::new(),
             adopted: false,
             lists: BTreeMap::new(),
+            engine_totals: BTreeMap::new(),
+            engine_base: Vec::new(),
         };
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         // First program: nothing moved.
@@ -738,6 +823,8 @@ mod tests {
             moved: BTreeMap::new(),
             adopted: true,
             lists: BTreeMap::new(),
+            engine_totals: BTreeMap::new(),
+            engine_base: Vec::new(),
         };
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         plane.note_moves(id, &table);
@@ -789,6 +876,8 @@ mod tests {
             moved: BTreeMap::new(),
             adopted: false,
             lists: BTreeMap::new(),
+            engine_totals: BTreeMap::new(),
+            engine_base: Vec::new(),
         };
         let id = ServiceId {
             dynamic: true,

@@ -57,7 +57,7 @@ fn lab_demo_runs_every_step_and_tears_down() {
         "teardown left something: {teardown:#}"
     );
 
-    for name in ["baseline", "fail", "refuse", "return", "steady"] {
+    for name in ["baseline", "join", "fail", "refuse", "return", "steady"] {
         let s = step(&summary, name);
         assert_eq!(s["ok"], true, "step {name}: {s:#}");
     }
@@ -68,26 +68,11 @@ fn lab_demo_runs_every_step_and_tears_down() {
         f["long_lived_in_moved_buckets"].as_u64().unwrap() > 0,
         "the lab spreads the long-lived flows so that some sit in moved buckets: {join:#}"
     );
-    if join["ok"] != true {
-        // The known failure, and only it: the flows of moved buckets broke (none of the
-        // others) because no bucket is sticky.
-        assert!(f["long_lived_broken"].as_u64().unwrap() > 0, "{join:#}");
-        assert_eq!(
-            f["long_lived_broken"], f["long_lived_broken_in_moved"],
-            "only flows in moved buckets broke: {join:#}"
-        );
-        assert_eq!(
-            f["sticky_buckets"], 0,
-            "the join failed with sticky buckets in the data plane: {join:#}"
-        );
-        // Short requests caught mid-flight by the move break the same way.
-        eprintln!(
-            "KNOWN BUG (redirector-ctl): {} long-lived flows and {} short requests broke on \
-             the join; the data plane has no sticky bucket (redirector-ctl/src/dataplane.rs \
-             sets sticky: false)",
-            f["long_lived_broken"], f["requests_failed"]
-        );
-    }
+    // Buckets that change owner are installed sticky: the flows in them stay with the
+    // engine that took their SYN, and none breaks.
+    assert_eq!(join["ok"], true, "{join:#}");
+    assert_eq!(f["long_lived_broken"], 0, "{join:#}");
+    assert!(f["sticky_buckets"].as_u64().unwrap() > 0, "{join:#}");
     let fail = step(&summary, "fail");
     let f = &fail["figures"];
     let bound = f["bound_ms"].as_u64().unwrap();
@@ -135,6 +120,10 @@ fn lab_demo_runs_every_step_and_tears_down() {
         .filter(|e| e["role"] == "running" || e["role"] == "joined")
     {
         assert!(e["requests"].as_u64().unwrap() > 0, "{e:#}");
+    }
+    // The refused engine was never sent a packet.
+    for e in engines.iter().filter(|e| e["role"] == "refused") {
+        assert_eq!(e["packets_redirected"], 0, "{e:#}");
     }
 
     // The SVG: XML, one line series (the 2-pixel polylines) per engine, in distinct
