@@ -29,11 +29,13 @@ static __always_inline int fail_open(__u32 reason, __u8 service_id, __u64 bytes)
  * engine's MTU less GRE's 28 bytes, quoting the IP header and 8 bytes of
  * payload. The frame grows by 28 bytes in front (new IP and ICMP headers, the
  * quote stays where it is) and is cut after the quote. The caller checked
- * that the IP packet holds at least ICMP_QUOTE_MIN bytes.
+ * that the IP packet holds at least ICMP_QUOTE_MIN bytes. A subprogram, not
+ * inlined, to keep this rare path out of the common path's registers.
  */
-static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
-				       __u32 ihl_len, __u32 router_addr,
-				       __u16 mtu, __u64 bytes)
+static __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 l3_off,
+						 __u32 ihl_len,
+						 const struct redirector_engine *eng,
+						 __u64 bytes)
 {
 	void *data, *data_end;
 	__u8 *eth, *icmp;
@@ -70,7 +72,7 @@ static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
 	ip->protocol = IPPROTO_ICMP_;
 	ip->check = 0;
 	ip->daddr = orig->saddr;
-	ip->saddr = router_addr;
+	ip->saddr = eng->router_addr;
 	ip->check = ipv4_checksum(ip);
 
 	icmp[0] = ICMP_DEST_UNREACH_;
@@ -79,8 +81,8 @@ static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
 	icmp[3] = 0;
 	icmp[4] = 0;
 	icmp[5] = 0;
-	icmp[6] = (mtu - GRE_OVERHEAD) >> 8;
-	icmp[7] = (mtu - GRE_OVERHEAD) & 0xff;
+	icmp[6] = (eng->mtu - GRE_OVERHEAD) >> 8;
+	icmp[7] = (eng->mtu - GRE_OVERHEAD) & 0xff;
 #pragma unroll
 	for (int i = 0; i < ICMP_SUM_WINDOW / 2; i++) {
 		if (i * 2 < 8 + quote)
@@ -216,16 +218,14 @@ int xdp_redirect(struct xdp_md *ctx)
 	if (iface_flags & IFACE_EXCLUDED)
 		return done(XDP_PASS, REASON_EXCLUDED, bytes);
 
-	/* SYN-ACKs toward the clients of GRE services, wherever they come from
-	 * (the engines' arrive on engine-facing interfaces): MSS clamp. */
-	if (ip->protocol == IPPROTO_TCP && !frag) {
-		__u8 *th = (void *)ip + ihl_len;
-
-		if ((void *)(th + 20) <= data_end &&
-		    (th[13] & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) &&
-		    clamp_synack(th, data_end, slot))
-			count(STATS_MSS_CLAMPED, bytes);
-	}
+	/*
+	 * SYN-ACKs toward the clients of GRE services are MSS-clamped wherever
+	 * they come from (the engines' arrive on engine-facing interfaces). The
+	 * model clamps here; the program clamps in the two early returns below
+	 * and otherwise in classify(), once it has the TCP header in hand, so that
+	 * the common path pays one flags test. Every outcome in between passes
+	 * the packet unchanged or is one of those returns, so the bytes agree.
+	 */
 
 	/* L2 return: from the MAC of an engine that returns at L2, and not from
 	 * its own address (its own connections are told apart later). Only when
@@ -252,19 +252,24 @@ int xdp_redirect(struct xdp_md *ctx)
 					count(STATS_ENGINE_BASE + e * STATS_PER_ENGINE +
 						      STATS_ENGINE_RETURNED,
 					      bytes);
+					clamp_if_synack(ip, ihl_len, data_end, slot,
+							frag, bytes);
 					return done(XDP_PASS, REASON_RETURN_L2, bytes);
 				}
 			}
 		}
 	}
 
-	if (iface_flags & IFACE_ENGINE_FACING)
+	if (iface_flags & IFACE_ENGINE_FACING) {
+		clamp_if_synack(ip, ihl_len, data_end, slot, frag, bytes);
 		return done(XDP_PASS, REASON_ENGINE_FACING, bytes);
+	}
 	if (frag)
 		return done(XDP_PASS, REASON_FRAGMENT, bytes);
 
 	struct redirect_decision d;
-	int classified = classify(ip, ihl_len, data_end, slot, ctl, bytes, &d);
+	struct redirector_flow flow;
+	int classified = classify(ip, ihl_len, data_end, slot, ctl, bytes, 1, &d, &flow);
 
 	if (classified != CLASSIFY_REDIRECT)
 		return XDP_PASS;
@@ -278,11 +283,10 @@ int xdp_redirect(struct xdp_md *ctx)
 			return fail_open(REASON_TOO_BIG, service_id, bytes);
 		if ((void *)ip + ICMP_QUOTE_MIN > data_end)
 			return fail_open(REASON_TOO_BIG_DF, service_id, bytes);
-		return frag_needed(ctx, l3_off, ihl_len, eng->router_addr, eng->mtu,
-				   bytes);
+		return frag_needed(ctx, l3_off, ihl_len, eng, bytes);
 	}
 
-	remember_syn(&d);
+	remember_syn(&d, &flow);
 
 	__u32 reason;
 
@@ -394,8 +398,10 @@ int tc_redirect_out(struct __sk_buff *skb)
 		return done(TC_ACT_OK, REASON_FRAGMENT, bytes);
 
 	struct redirect_decision d;
+	struct redirector_flow flow;
 
-	if (classify(ip, ihl_len, data_end, slot, ctl, bytes, &d) != CLASSIFY_REDIRECT)
+	if (classify(ip, ihl_len, data_end, slot, ctl, bytes, 0, &d, &flow) !=
+	    CLASSIFY_REDIRECT)
 		return TC_ACT_OK;
 	struct redirector_engine *eng = d.eng;
 
@@ -408,7 +414,7 @@ int tc_redirect_out(struct __sk_buff *skb)
 				  d.service_id, bytes);
 		return TC_ACT_OK;
 	}
-	remember_syn(&d);
+	remember_syn(&d, &flow);
 
 	__u32 reason;
 	__u8 macs[12];
