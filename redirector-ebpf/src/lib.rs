@@ -35,8 +35,9 @@
 //! # Status
 //!
 //! - Done: map layout and `#[repr(C)]` twins (BTF-checked); model; C program (verifier
-//!   clean); differential test, 102 000 random packets over 120 tables, exact agreement
-//!   on verdict, bytes, counters and connection table; 54 named edge cases in
+//!   clean); differential test, 143 601 random packets over 120 tables (100 937 through
+//!   `xdp_redirect`, 42 664 through `tc_redirect_out`), exact agreement on verdict,
+//!   bytes, counters and connection table; 54 named edge cases in
 //!   `tests/fixtures/edge-cases.txt` replayed by both (`REDIRECTOR_BLESS=1` rewrites the
 //!   file from the model); model checked against `wccp::assign` (hash, mask) and
 //!   `wccp::wire` (GRE); loader: load, install a table atomically, heartbeat, enable,

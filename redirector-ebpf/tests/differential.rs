@@ -655,12 +655,13 @@ fn program_matches_model_on_random_packets() {
                     {
                         *egress.entry(outcome.reason).or_insert(0usize) += 1;
                         egress_packets += 1;
+                        packets += 1;
                     }
                 } else {
                     let outcome = run_one(&mut redirector, &mut model, &frame, &what);
                     *reasons.entry(outcome.reason).or_insert(0usize) += 1;
+                    packets += 1;
                 }
-                packets += 1;
             }
             compare_state(
                 &mut redirector,

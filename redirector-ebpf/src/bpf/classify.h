@@ -280,9 +280,11 @@ static __always_inline __u16 checksum_replace(__u16 check, __u16 old, __u16 new)
  * services matching it as a destination port or any port): lowers its MSS
  * option to the slot's clamp, so that the client's segments still fit the
  * engine's path once GRE adds 28 bytes. th: the TCP header, 20 bytes of it
- * checked. Returns whether it changed the segment.
+ * checked. Returns whether it changed the segment. A subprogram, not inlined:
+ * SYN-ACKs are rare, and its option walk inlined three times would crowd the
+ * common path's registers (measured: a few ns per packet).
  */
-static __always_inline int clamp_synack(__u8 *th, void *data_end, __u32 slot)
+static __attribute__((noinline)) int clamp_synack(__u8 *th, void *data_end, __u32 slot)
 {
 	struct redirector_table *tab = bpf_map_lookup_elem(&tables, &slot);
 	struct redirector_service *svc;
@@ -360,8 +362,22 @@ static __always_inline int clamp_synack(__u8 *th, void *data_end, __u32 slot)
 	return 0;
 }
 
+/* clamp_synack() for a packet whose TCP header is not checked yet. */
+static __always_inline void clamp_if_synack(struct ipv4 *ip, __u32 ihl_len, void *data_end,
+					    __u32 slot, __u32 frag, __u64 bytes)
+{
+	__u8 *th = (void *)ip + ihl_len;
 
-/* What classify() chose for a packet to redirect. */
+	if (ip->protocol == IPPROTO_TCP && !frag && (void *)(th + 20) <= data_end &&
+	    (th[13] & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) &&
+	    clamp_synack(th, data_end, slot))
+		count(STATS_MSS_CLAMPED, bytes);
+}
+
+
+/* What classify() chose for a packet to redirect. Only registers' worth: its
+ * address never reaches a helper, so the compiler keeps it out of memory (the
+ * flow key, which helpers read, is apart). */
 struct redirect_decision {
 	struct redirector_service *svc;
 	struct redirector_engine *eng;
@@ -374,19 +390,20 @@ struct redirect_decision {
 	/* A TCP SYN without ACK: remember its engine. */
 	__u32 syn;
 	__u8 service_id;
-	struct redirector_flow flow;
 };
 
 /*
  * From the transport header on: ports, service, the engines' own connections,
  * the service's lists, bucket or mask value, connection table, engine and
  * heartbeat. Counts and returns the reason of a packet that is not to be
- * redirected, or fills d and returns CLASSIFY_REDIRECT. ip: a complete,
- * unfragmented IPv4 header of ihl_len bytes.
+ * redirected, or fills d and flow (the connection table's key) and returns
+ * CLASSIFY_REDIRECT. ip: a complete, unfragmented IPv4 header of ihl_len bytes.
+ * clamp (a constant): MSS-clamp SYN-ACKs first, as the ingress hook does.
  */
 static __always_inline int classify(struct ipv4 *ip, __u32 ihl_len, void *data_end,
 				    __u32 slot, const struct redirector_control *ctl,
-				    __u64 bytes, struct redirect_decision *d)
+				    __u64 bytes, int clamp, struct redirect_decision *d,
+				    struct redirector_flow *flow)
 {
 	/* Ports, and the TCP flags the connection table needs. */
 	__u32 proto_i, sport, dport, tcp_flags = 0;
@@ -405,6 +422,10 @@ static __always_inline int classify(struct ipv4 *ip, __u32 ihl_len, void *data_e
 	} else {
 		return counted(REASON_NO_SERVICE, bytes);
 	}
+	if (clamp && proto_i == 0 &&
+	    (tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) &&
+	    clamp_synack(l4, data_end, slot))
+		count(STATS_MSS_CLAMPED, bytes);
 	sport = bpf_ntohs(((__u16 *)l4)[0]);
 	dport = bpf_ntohs(((__u16 *)l4)[1]);
 
@@ -500,7 +521,7 @@ static __always_inline int classify(struct ipv4 *ip, __u32 ihl_len, void *data_e
 
 	/* The connection table: a SYN records its engine; later segments of a
 	 * flow in a bucket whose owner changed follow the recorded one. */
-	struct redirector_flow flow = {
+	*flow = (struct redirector_flow){
 		.saddr = ip->saddr,
 		.daddr = ip->daddr,
 		.sport = bpf_htons(sport),
@@ -511,7 +532,7 @@ static __always_inline int classify(struct ipv4 *ip, __u32 ihl_len, void *data_e
 	struct redirector_engine *eng;
 
 	if (proto_i == 0 && !syn && sticky) {
-		struct redirector_conn *c = bpf_map_lookup_elem(&conns, &flow);
+		struct redirector_conn *c = bpf_map_lookup_elem(&conns, flow);
 
 		if (c) {
 			__u32 k2 = slot * MAX_ENGINES + (c->engine & (MAX_ENGINES - 1));
@@ -544,18 +565,18 @@ static __always_inline int classify(struct ipv4 *ip, __u32 ihl_len, void *data_e
 	d->alternate = alternate;
 	d->syn = syn;
 	d->service_id = service_id;
-	d->flow = flow;
 	return CLASSIFY_REDIRECT;
 }
 
 /* A SYN records the engine chosen for its flow. */
-static __always_inline void remember_syn(const struct redirect_decision *d)
+static __always_inline void remember_syn(const struct redirect_decision *d,
+					 const struct redirector_flow *flow)
 {
 	if (d->syn) {
 		struct redirector_conn c = { .engine_addr = d->eng->addr,
 					     .engine = d->engine };
 
-		bpf_map_update_elem(&conns, &d->flow, &c, BPF_ANY);
+		bpf_map_update_elem(&conns, flow, &c, BPF_ANY);
 	}
 }
 

@@ -29,11 +29,13 @@ static __always_inline int fail_open(__u32 reason, __u8 service_id, __u64 bytes)
  * engine's MTU less GRE's 28 bytes, quoting the IP header and 8 bytes of
  * payload. The frame grows by 28 bytes in front (new IP and ICMP headers, the
  * quote stays where it is) and is cut after the quote. The caller checked
- * that the IP packet holds at least ICMP_QUOTE_MIN bytes.
+ * that the IP packet holds at least ICMP_QUOTE_MIN bytes. A subprogram, not
+ * inlined, to keep this rare path out of the common path's registers.
  */
-static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
-				       __u32 ihl_len, __u32 router_addr,
-				       __u16 mtu, __u64 bytes)
+static __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 l3_off,
+						 __u32 ihl_len,
+						 const struct redirector_engine *eng,
+						 __u64 bytes)
 {
 	void *data, *data_end;
 	__u8 *eth, *icmp;
@@ -70,7 +72,7 @@ static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
 	ip->protocol = IPPROTO_ICMP_;
 	ip->check = 0;
 	ip->daddr = orig->saddr;
-	ip->saddr = router_addr;
+	ip->saddr = eng->router_addr;
 	ip->check = ipv4_checksum(ip);
 
 	icmp[0] = ICMP_DEST_UNREACH_;
@@ -79,8 +81,8 @@ static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
 	icmp[3] = 0;
 	icmp[4] = 0;
 	icmp[5] = 0;
-	icmp[6] = (mtu - GRE_OVERHEAD) >> 8;
-	icmp[7] = (mtu - GRE_OVERHEAD) & 0xff;
+	icmp[6] = (eng->mtu - GRE_OVERHEAD) >> 8;
+	icmp[7] = (eng->mtu - GRE_OVERHEAD) & 0xff;
 #pragma unroll
 	for (int i = 0; i < ICMP_SUM_WINDOW / 2; i++) {
 		if (i * 2 < 8 + quote)
@@ -94,6 +96,37 @@ static __always_inline int frag_needed(struct xdp_md *ctx, __u32 l3_off,
 					     (int)(data_end - data)))
 		return XDP_ABORTED;
 	return done(XDP_TX, REASON_TOO_BIG_DF, bytes);
+}
+
+/*
+ * Whether a frame comes from the MAC of an engine that returns at L2 (behind
+ * the MAC filter) and not from that engine's own address; counts the return
+ * for the engine. eth: 14 bytes checked. A subprogram, to keep this path out
+ * of the common path's registers.
+ */
+static __attribute__((noinline)) int l2_returned(__u8 *eth, __u32 saddr, __u32 slot,
+						 __u64 bytes)
+{
+	__u32 low = ((__u32)eth[10] << 8) | eth[11];
+	__u32 word = slot * FILTER_WORDS + (low >> 6);
+	__u64 *w = bpf_map_lookup_elem(&mac_filter, &word);
+	struct redirector_mac_key mk = { .slot = slot };
+	struct redirector_engine *eng;
+	__u32 *idx, e, k2;
+
+	if (!w || !((*w >> (low & 63)) & 1))
+		return 0;
+	__builtin_memcpy(mk.mac, eth + 6, 6);
+	idx = bpf_map_lookup_elem(&engine_macs, &mk);
+	if (!idx)
+		return 0;
+	e = *idx & (MAX_ENGINES - 1);
+	k2 = slot * MAX_ENGINES + e;
+	eng = bpf_map_lookup_elem(&engines, &k2);
+	if (!eng || eng->addr == saddr)
+		return 0;
+	count(STATS_ENGINE_BASE + e * STATS_PER_ENGINE + STATS_ENGINE_RETURNED, bytes);
+	return 1;
 }
 
 /*
@@ -216,55 +249,33 @@ int xdp_redirect(struct xdp_md *ctx)
 	if (iface_flags & IFACE_EXCLUDED)
 		return done(XDP_PASS, REASON_EXCLUDED, bytes);
 
-	/* SYN-ACKs toward the clients of GRE services, wherever they come from
-	 * (the engines' arrive on engine-facing interfaces): MSS clamp. */
-	if (ip->protocol == IPPROTO_TCP && !frag) {
-		__u8 *th = (void *)ip + ihl_len;
-
-		if ((void *)(th + 20) <= data_end &&
-		    (th[13] & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) &&
-		    clamp_synack(th, data_end, slot))
-			count(STATS_MSS_CLAMPED, bytes);
-	}
+	/*
+	 * SYN-ACKs toward the clients of GRE services are MSS-clamped wherever
+	 * they come from (the engines' arrive on engine-facing interfaces). The
+	 * model clamps here; the program clamps in the two early returns below
+	 * and otherwise in classify(), once it has the TCP header in hand, so that
+	 * the common path pays one flags test. Every outcome in between passes
+	 * the packet unchanged or is one of those returns, so the bytes agree.
+	 */
 
 	/* L2 return: from the MAC of an engine that returns at L2, and not from
 	 * its own address (its own connections are told apart later). Only when
 	 * the slot has such engines, then behind the MAC filter. */
-	if (ctl->flags & (CONTROL_L2_RETURN << slot)) {
-		__u8 *eth = data;
-		__u32 low = ((__u32)eth[10] << 8) | eth[11];
-		__u32 word = slot * FILTER_WORDS + (low >> 6);
-		__u64 *w = bpf_map_lookup_elem(&mac_filter, &word);
-
-		if (w && (*w >> (low & 63)) & 1) {
-			struct redirector_mac_key mk = { .slot = slot };
-			__u32 *idx;
-
-			__builtin_memcpy(mk.mac, eth + 6, 6);
-			idx = bpf_map_lookup_elem(&engine_macs, &mk);
-			if (idx) {
-				__u32 e = *idx & (MAX_ENGINES - 1);
-				__u32 k2 = slot * MAX_ENGINES + e;
-				struct redirector_engine *eng =
-					bpf_map_lookup_elem(&engines, &k2);
-
-				if (eng && eng->addr != ip->saddr) {
-					count(STATS_ENGINE_BASE + e * STATS_PER_ENGINE +
-						      STATS_ENGINE_RETURNED,
-					      bytes);
-					return done(XDP_PASS, REASON_RETURN_L2, bytes);
-				}
-			}
-		}
+	if ((ctl->flags & (CONTROL_L2_RETURN << slot)) && l2_returned(data, ip->saddr, slot, bytes)) {
+		clamp_if_synack(ip, ihl_len, data_end, slot, frag, bytes);
+		return done(XDP_PASS, REASON_RETURN_L2, bytes);
 	}
 
-	if (iface_flags & IFACE_ENGINE_FACING)
+	if (iface_flags & IFACE_ENGINE_FACING) {
+		clamp_if_synack(ip, ihl_len, data_end, slot, frag, bytes);
 		return done(XDP_PASS, REASON_ENGINE_FACING, bytes);
+	}
 	if (frag)
 		return done(XDP_PASS, REASON_FRAGMENT, bytes);
 
 	struct redirect_decision d;
-	int classified = classify(ip, ihl_len, data_end, slot, ctl, bytes, &d);
+	struct redirector_flow flow;
+	int classified = classify(ip, ihl_len, data_end, slot, ctl, bytes, 1, &d, &flow);
 
 	if (classified != CLASSIFY_REDIRECT)
 		return XDP_PASS;
@@ -278,11 +289,10 @@ int xdp_redirect(struct xdp_md *ctx)
 			return fail_open(REASON_TOO_BIG, service_id, bytes);
 		if ((void *)ip + ICMP_QUOTE_MIN > data_end)
 			return fail_open(REASON_TOO_BIG_DF, service_id, bytes);
-		return frag_needed(ctx, l3_off, ihl_len, eng->router_addr, eng->mtu,
-				   bytes);
+		return frag_needed(ctx, l3_off, ihl_len, eng, bytes);
 	}
 
-	remember_syn(&d);
+	remember_syn(&d, &flow);
 
 	__u32 reason;
 
@@ -394,8 +404,10 @@ int tc_redirect_out(struct __sk_buff *skb)
 		return done(TC_ACT_OK, REASON_FRAGMENT, bytes);
 
 	struct redirect_decision d;
+	struct redirector_flow flow;
 
-	if (classify(ip, ihl_len, data_end, slot, ctl, bytes, &d) != CLASSIFY_REDIRECT)
+	if (classify(ip, ihl_len, data_end, slot, ctl, bytes, 0, &d, &flow) !=
+	    CLASSIFY_REDIRECT)
 		return TC_ACT_OK;
 	struct redirector_engine *eng = d.eng;
 
@@ -408,7 +420,7 @@ int tc_redirect_out(struct __sk_buff *skb)
 				  d.service_id, bytes);
 		return TC_ACT_OK;
 	}
-	remember_syn(&d);
+	remember_syn(&d, &flow);
 
 	__u32 reason;
 	__u8 macs[12];
