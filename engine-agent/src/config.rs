@@ -901,6 +901,51 @@ mod tests {
     }
 
     #[test]
+    fn dataplane_and_return_rules() {
+        let dp = "[dataplane]\ninterface = \"eth0\"\n";
+        let c = parse(&format!(
+            "{MIN}{dp}[[return_rule]]\nprefix = \"192.0.2.0/24\"\nport = 443\nrewrite_to = \"198.51.100.9\"\n"
+        ))
+        .unwrap();
+        let d = c.dataplane.unwrap();
+        assert_eq!(d.interface, "eth0");
+        assert_eq!(d.proxy_check, Some(Duration::from_secs(1)));
+        assert_eq!(
+            c.return_rules,
+            vec![ReturnRuleConfig {
+                prefix: (Ipv4Addr::new(192, 0, 2, 0), 24),
+                port: Some(443),
+                rewrite_to: Some(Ipv4Addr::new(198, 51, 100, 9)),
+                copy: false,
+                returns: true,
+            }]
+        );
+        let bad = |extra: &str| parse(&format!("{MIN}{dp}{extra}")).unwrap_err();
+        let e = bad("[[return_rule]]\nprefix = \"192.0.2.1/24\"\n");
+        assert_eq!(e.key.as_deref(), Some("return_rule[0].prefix"));
+        assert!(e.message.contains("host bits"), "{e}");
+        let e = bad("[[return_rule]]\nprefix = \"192.0.2.0/24\"\ncopy = true\n");
+        assert!(e.message.contains("copy_interface"), "{e}");
+        let e = bad("[[return_rule]]\nprefix = \"192.0.2.0/24\"\nreturn = false\n");
+        assert!(e.message.contains("does nothing"), "{e}");
+        let e = parse(&format!(
+            "{MIN}[[return_rule]]\nprefix = \"192.0.2.0/24\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("[dataplane]"), "{e}");
+        let e = parse(&format!(
+            "{MIN}[dataplane]\ninterface = \"eth0\"\nproxy_check_ms = 5\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("dataplane.proxy_check_ms"));
+        let off = parse(&format!(
+            "{MIN}[dataplane]\ninterface = \"eth0\"\nproxy_check_ms = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(off.dataplane.unwrap().proxy_check, None);
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("", 10), (1, 1));

@@ -32,9 +32,16 @@
 //!   loopback: config errors; join, 1.5 T assignment, `show`, SIGHUP weight, bad reload,
 //!   SIGTERM SHUTDOWN (`tests/join.rs`); two agents split by weight, one stops, the other
 //!   holds all buckets (`tests/two_engines.rs`); multicast group; metrics; counted errors.
-//! - [ ] Data plane (decapsulation to the local proxy, packet return): issue 13;
-//!   `proxy_port` is parsed and shown but not used yet.
-//! - [ ] Netns tests against `redirector-ctl` and Squid (issue 12's tests/ part).
+//! - [x] Data plane (`[dataplane]`, [`dataplane`]): the engine tc program of
+//!   `redirector-ebpf` decapsulates to the transparent proxy, GRE accepted from the
+//!   configured and viewed routers, `[[return_rule]]` with rewrite and copy, local delivery
+//!   installed and removed; proxy liveness check (leave with SHUTDOWN while the proxy is
+//!   down, re-join when it answers); `run --dataplane-only`. End to end in
+//!   `tests/tests/e2e_*.rs`.
+//! - [x] Netns tests against `redirector-ctl` and Squid (`tests/tests/agents_failover.rs`,
+//!   `multi_router.rs`, `squid_join.rs`).
+//! - [ ] Syncookies on the engine: the completing ACK finds no half-open socket and is
+//!   returned (breaks that connection).
 //! - [ ] The control socket is chmod 0600 just after bind (a moment at the umask's mode);
 //!   its directory is the guard (`RuntimeDirectory` in the systemd unit).
 //! - [ ] Reload restarts a changed service's assignment change numbers at 1 (a new
