@@ -81,6 +81,8 @@ struct RouterSection {
     #[serde(default)]
     redirect_in: Vec<Spanned<String>>,
     #[serde(default)]
+    redirect_out: Vec<Spanned<String>>,
+    #[serde(default)]
     exclude: Vec<Spanned<String>>,
     #[serde(default)]
     control_socket: Option<Spanned<String>>,
@@ -182,6 +184,9 @@ pub struct Config {
     pub port: u16,
     /// Interfaces whose inbound traffic is redirected.
     pub redirect_in: Vec<String>,
+    /// Interfaces whose outbound (forwarded) traffic is redirected, by tc egress: what
+    /// `ip wccp N redirect out` does on a Cisco router.
+    pub redirect_out: Vec<String>,
     /// Interfaces never redirected on.
     pub exclude: Vec<String>,
     /// The control socket path.
@@ -365,15 +370,32 @@ impl Cx<'_> {
             }
             redirect_in.push(name);
         }
+        let mut redirect_out = Vec::new();
+        for v in &router.redirect_out {
+            let name = self.iface("router.redirect_out", v)?;
+            if redirect_out.contains(&name) {
+                return Err(self.err(
+                    "router.redirect_out",
+                    v.span(),
+                    format!("`{name}` listed twice"),
+                ));
+            }
+            redirect_out.push(name);
+        }
         let mut exclude = Vec::new();
         for v in &router.exclude {
             let name = self.iface("router.exclude", v)?;
-            if redirect_in.contains(&name) {
-                return Err(self.err(
-                    "router.exclude",
-                    v.span(),
-                    format!("`{name}` is also in router.redirect_in"),
-                ));
+            for (key, list) in [
+                ("redirect_in", &redirect_in),
+                ("redirect_out", &redirect_out),
+            ] {
+                if list.contains(&name) {
+                    return Err(self.err(
+                        "router.exclude",
+                        v.span(),
+                        format!("`{name}` is also in router.{key}"),
+                    ));
+                }
             }
             exclude.push(name);
         }
@@ -434,6 +456,7 @@ impl Cx<'_> {
             address,
             port,
             redirect_in,
+            redirect_out,
             exclude,
             control_socket,
             metrics,

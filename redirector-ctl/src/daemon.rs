@@ -201,6 +201,14 @@ pub async fn run(
         // A failure is logged and shown in `show`; the other interfaces still attach.
         let _ = d.attach(&iface);
     }
+    let adopted_out = d.plane.interfaces_out();
+    for iface in d.config.redirect_out.clone() {
+        if adopted_out.contains(&iface) {
+            info!(iface, "egress attachment adopted from a previous run");
+            continue;
+        }
+        d.attach_out(&iface);
+    }
     d.heartbeat();
     info!(
         address = %d.config.address,
@@ -668,6 +676,20 @@ impl Daemon {
         }
     }
 
+    /// Redirect out of `iface`; a failure is logged and shown, never fatal.
+    fn attach_out(&mut self, iface: &str) -> bool {
+        match self.plane.attach_out(iface) {
+            Ok(()) => {
+                info!(iface, "redirecting outbound traffic (tc egress)");
+                true
+            }
+            Err(e) => {
+                self.plane_failed(&format!("attaching {iface} at egress"), e);
+                false
+            }
+        }
+    }
+
     fn detach(&mut self, iface: &str) -> Result<(), String> {
         match self.plane.detach(iface) {
             Ok(()) => {
@@ -726,6 +748,7 @@ impl Daemon {
                     .map(|(name, mode)| Interface { name, mode })
                     .collect(),
                 excluded: self.config.exclude.clone(),
+                redirect_out: self.plane.interfaces_out(),
                 last_error: self.plane_error.clone(),
             },
             services,
@@ -880,6 +903,7 @@ impl Daemon {
         }
         self.push_lists();
         let old_in: Vec<String> = self.config.redirect_in.clone();
+        let old_out: Vec<String> = self.config.redirect_out.clone();
         let old_grace = self.config.dataplane.grace;
         self.config = new;
         let gone: Vec<String> = old_in
@@ -895,6 +919,22 @@ impl Daemon {
         for iface in self.config.redirect_in.clone() {
             if !old_in.contains(&iface) && self.attach(&iface).is_ok() {
                 changes.push(format!("{iface}: attached"));
+            }
+        }
+        let gone_out: Vec<String> = old_out
+            .iter()
+            .filter(|i| !self.config.redirect_out.contains(i))
+            .cloned()
+            .collect();
+        for iface in &gone_out {
+            match self.plane.detach_out(iface) {
+                Ok(()) => changes.push(format!("{iface}: detached (egress)")),
+                Err(e) => self.plane_failed(&format!("detaching {iface} at egress"), e),
+            }
+        }
+        for iface in self.config.redirect_out.clone() {
+            if !old_out.contains(&iface) && self.attach_out(&iface) {
+                changes.push(format!("{iface}: attached (egress)"));
             }
         }
         if old_grace != self.config.dataplane.grace {

@@ -81,6 +81,12 @@ pub trait DataPlane {
     fn attach(&mut self, iface: &str) -> Result<String, PlaneError>;
     /// Stops redirecting on `iface`.
     fn detach(&mut self, iface: &str) -> Result<(), PlaneError>;
+    /// Starts redirecting traffic the router forwards out of `iface` (tc egress).
+    fn attach_out(&mut self, iface: &str) -> Result<(), PlaneError>;
+    /// Stops redirecting out of `iface`.
+    fn detach_out(&mut self, iface: &str) -> Result<(), PlaneError>;
+    /// Interfaces redirected out of.
+    fn interfaces_out(&self) -> Vec<String>;
     /// Marks `iface` as never redirected on (the engine-facing side, management), so that
     /// the program passes its traffic even when attached there.
     fn exclude(&mut self, iface: &str) -> Result<(), PlaneError>;
@@ -113,6 +119,8 @@ pub struct MemoryPlane {
     pub tables: BTreeMap<ServiceId, Table>,
     /// Interfaces "attached".
     pub ifaces: Vec<String>,
+    /// Interfaces "attached" at egress.
+    pub ifaces_out: Vec<String>,
     /// Heartbeats received.
     pub heartbeats: u64,
     /// Interfaces excluded.
@@ -167,6 +175,27 @@ impl DataPlane for MemoryPlane {
             return Err(format!("{iface} is not attached"));
         }
         Ok(())
+    }
+
+    fn attach_out(&mut self, iface: &str) -> Result<(), PlaneError> {
+        if self.ifaces_out.iter().any(|i| i == iface) {
+            return Err(format!("{iface} is already attached (egress)"));
+        }
+        self.ifaces_out.push(iface.to_string());
+        Ok(())
+    }
+
+    fn detach_out(&mut self, iface: &str) -> Result<(), PlaneError> {
+        let before = self.ifaces_out.len();
+        self.ifaces_out.retain(|i| i != iface);
+        if self.ifaces_out.len() == before {
+            return Err(format!("{iface} is not attached (egress)"));
+        }
+        Ok(())
+    }
+
+    fn interfaces_out(&self) -> Vec<String> {
+        self.ifaces_out.clone()
     }
 
     fn exclude(&mut self, iface: &str) -> Result<(), PlaneError> {
@@ -629,6 +658,24 @@ impl DataPlane for XdpPlane {
 
     fn detach(&mut self, iface: &str) -> Result<(), PlaneError> {
         self.redirector()?.detach(iface).map_err(|e| e.to_string())
+    }
+
+    fn attach_out(&mut self, iface: &str) -> Result<(), PlaneError> {
+        self.redirector()?
+            .attach_out(iface)
+            .map_err(|e| e.to_string())
+    }
+
+    fn detach_out(&mut self, iface: &str) -> Result<(), PlaneError> {
+        self.redirector()?
+            .detach_out(iface)
+            .map_err(|e| e.to_string())
+    }
+
+    fn interfaces_out(&self) -> Vec<String> {
+        self.redirector
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.attached_out())
     }
 
     fn exclude(&mut self, iface: &str) -> Result<(), PlaneError> {

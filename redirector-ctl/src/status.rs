@@ -44,6 +44,8 @@ pub struct DataplaneStatus {
     pub interfaces: Vec<Interface>,
     /// Interfaces never redirected on.
     pub excluded: Vec<String>,
+    /// Interfaces whose outbound traffic is redirected (tc egress).
+    pub redirect_out: Vec<String>,
     /// The last data-plane error, if any.
     pub last_error: Option<String>,
 }
@@ -544,6 +546,13 @@ impl Status {
                     format!(", excluded: {}", self.dataplane.excluded.join(", "))
                 }
             );
+            if !self.dataplane.redirect_out.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "Redirect out:            {}",
+                    self.dataplane.redirect_out.join(", ")
+                );
+            }
             if let Some(e) = &self.dataplane.last_error {
                 let _ = writeln!(o, "Data plane last error:   {e}");
             }
