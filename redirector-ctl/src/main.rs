@@ -29,9 +29,7 @@
 //!   (`DataPlane::set_lists`), changed by reload without restarting the group
 //!   (tests/tests/e2e_lists.rs). Engines' L2 return method is passed to the data plane.
 //! - `redirect_out` (tc egress): attached at start, adopted on restart, changed by reload,
-//!   shown. A whole TCP flow redirected at egress is reset after the handshake (found
-//!   this session: SYNs are redirected, later segments apparently not all; suspect GSO
-//!   packets at egress, which fail open, or checksums): to be fixed in redirector-ebpf.
+//!   shown; proxied flows through it end to end (tests/tests/e2e_lists.rs).
 //! - XDP attach with redirection to a joined engine: tested in network namespaces
 //!   (tests/nexthop.rs). Not yet tested here: Squid interop (patched Squid being built).
 

@@ -81,9 +81,9 @@
 //!   egress); egress links pinned under `links-out/`, adopted and cleared. About 30% of
 //!   the differential's random packets and 8 fixture cases go through it;
 //!   `tests/lifecycle.rs` runs it on veths.
-//! - Open bug: a whole TCP flow through "redirect out" (tc egress) is reset after the
-//!   handshake (a proxied GET through `redirect_out = ["r2"]` in the e2e world); SYNs are
-//!   redirected. Suspects: GSO packets at egress fail open, or checksum state.
+//! - Fixed: "redirect out" counted forwarded skbs whose payload sits in page fragments
+//!   as malformed (the length check needs the linear part): `tc_redirect_out` now pulls
+//!   such packets whole first; a proxied flow through it is tested end to end.
 //! - Later: VLAN tags on the GRE side (and tagged frames at egress), a ring buffer of
 //!   events, per-service MSS clamps, clamping for source-port services and at egress,
 //!   GSO packets at egress (they fail open), ICMP rate limiting.

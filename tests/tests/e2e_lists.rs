@@ -87,11 +87,11 @@ fn lists(w: &World) -> Result<()> {
     Ok(())
 }
 
-/// `redirect_out` (tc egress, Cisco's `redirect out`) from the configuration: attached at
-/// start, shown, detached by a reload. (A whole TCP flow through egress redirection is
-/// not proven yet: see redirector-ebpf's Status list.)
+/// `redirect_out` (tc egress, Cisco's `redirect out`) from the configuration, with no
+/// `redirect_in` at all: what the router forwards out of its server-facing interface is
+/// redirected and served through the proxy; a reload that drops it detaches it.
 #[test]
-fn redirect_out_is_attached_shown_and_detached_by_reload() {
+fn redirect_out_serves_flows_through_the_proxy_until_a_reload_drops_it() {
     if let Err(e) = World::new("e2eout", 1).and_then(|w| w.run(redirect_out)) {
         panic!("{e:#}");
     }
@@ -115,6 +115,15 @@ fn redirect_out(w: &World) -> Result<()> {
     // The egress link is pinned, so that it outlives the controller like the XDP links.
     let pin = files.pin_root.join("links-out").join("r2");
     ensure!(pin.exists(), "{} is pinned", pin.display());
+    let e1 = Engine::start(w, 0, &AgentExtra::default())?;
+    wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    for _ in 0..3 {
+        ensure!(
+            proxied(w, &e1, SERVER).with_context(|| logs(Some(&ctl), &[&e1]))?,
+            "redirected at r2's egress"
+        );
+    }
     let base = std::fs::read_to_string(&files.config)?;
     std::fs::write(&files.config, base.replace("redirect_out = [\"r2\"]\n", ""))?;
     let answer = control_request(&files.socket, &serde_json::json!({"command": "reload"}))?;
@@ -124,6 +133,9 @@ fn redirect_out(w: &World) -> Result<()> {
         "detached"
     );
     ensure!(!pin.exists(), "{} removed with the detach", pin.display());
-    println!("redirect out: attached from the configuration, shown, detached by reload");
+    ensure!(!proxied(w, &e1, SERVER)?, "no redirection left");
+    println!(
+        "redirect out: flows forwarded out of r2 served through the proxy; detached by reload"
+    );
     Ok(())
 }

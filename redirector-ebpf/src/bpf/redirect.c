@@ -362,6 +362,13 @@ int xdp_redirect(struct xdp_md *ctx)
 SEC("classifier")
 int tc_redirect_out(struct __sk_buff *skb)
 {
+	/* A forwarded skb often keeps its payload in page fragments; the checks
+	 * below (as at XDP) need the whole packet in the linear part. Only such
+	 * packets pay for the pull. */
+	if ((long)skb->data_end - (long)skb->data < (long)skb->len &&
+	    bpf_skb_pull_data(skb, skb->len))
+		return done(TC_ACT_OK, REASON_MALFORMED, skb->len);
+
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u64 bytes = data_end - data;
