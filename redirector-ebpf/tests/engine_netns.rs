@@ -19,7 +19,10 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use netns_tests::netns::{Host, Lab};
+use netns_tests::{
+    netns::{Host, Lab},
+    sockets,
+};
 use redirector_ebpf::engine_plane::{
     local_delivery_commands, Counter, EnginePlane, EngineSettings, LocalDelivery, ReturnRule,
     WccpEncap, DEFAULT_MARK, DEFAULT_RULE_PRIORITY, DEFAULT_TABLE,
@@ -249,48 +252,6 @@ struct Setup {
     _routing: Option<LocalDelivery>,
 }
 
-/// A listener on 0.0.0.0:`port` with IP_TRANSPARENT, made in the calling thread's
-/// namespace: what lets the kernel hand it connections to addresses that are not local.
-fn proxy_listener(port: u16, transparent: bool) -> Result<TcpListener> {
-    // SAFETY: socket, setsockopt, bind and listen on a descriptor we own; the option
-    // values and the address are initialised and of the sizes passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let mut options = vec![(libc::SOL_SOCKET, libc::SO_REUSEADDR)];
-        if transparent {
-            options.push((libc::SOL_IP, libc::IP_TRANSPARENT));
-        }
-        for (level, option) in options {
-            let rc = libc::setsockopt(
-                fd.as_raw_fd(),
-                level,
-                option,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-            ensure!(rc == 0, "setsockopt: {}", std::io::Error::last_os_error());
-        }
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as u16;
-        sin.sin_port = port.to_be();
-        let rc = libc::bind(
-            fd.as_raw_fd(),
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
-        ensure!(
-            libc::listen(fd.as_raw_fd(), 16) == 0,
-            "listen: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(TcpListener::from(fd))
-    }
-}
-
 /// What a lab leaves out or changes, for the tests of what the kernel needs.
 #[derive(Clone, Copy)]
 struct Options {
@@ -341,7 +302,8 @@ fn setup_with(prefix: &str, options: Options) -> Result<Setup> {
     plane.add_router(ROUTER)?;
     plane.set_service_port(80, PROXY_PORT)?;
     engine.in_ns(|| plane.attach("e0"))??;
-    let listener = engine.in_ns(|| proxy_listener(PROXY_PORT, options.transparent))??;
+    let listener = engine
+        .in_ns(|| sockets::wildcard_listener(PROXY_PORT, options.transparent, true, 16))??;
     Ok(Setup {
         lab,
         router,

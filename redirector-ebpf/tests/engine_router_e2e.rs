@@ -15,12 +15,14 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
-use netns_tests::netns::{Host, Lab};
+use netns_tests::{
+    netns::{Host, Lab},
+    sockets,
+};
 use redirector_ebpf::{
     engine_plane::{
         Counter, EnginePlane, EngineSettings, LocalDelivery, DEFAULT_MARK, DEFAULT_RULE_PRIORITY,
@@ -39,90 +41,6 @@ const ENGINE: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const PROXY_PORT: u16 = 3129;
 const SERVICE_ID: u8 = 90;
-
-/// The proxy's listener: wildcard address, IP_TRANSPARENT.
-fn transparent_listener(port: u16) -> Result<TcpListener> {
-    // SAFETY: socket, setsockopt, bind and listen on a descriptor we own; the option
-    // value and the address are initialised and of the sizes passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let rc = libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_IP,
-            libc::IP_TRANSPARENT,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        ensure!(
-            rc == 0,
-            "IP_TRANSPARENT: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as u16;
-        sin.sin_port = port.to_be();
-        let rc = libc::bind(
-            fd.as_raw_fd(),
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
-        ensure!(
-            libc::listen(fd.as_raw_fd(), 16) == 0,
-            "listen: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(TcpListener::from(fd))
-    }
-}
-
-/// Turns off transmit checksum offload on `ifname` (calling thread's namespace), the
-/// `ethtool -K IF tx off` of the legacy ioctl. A veth hands its peer TCP segments whose
-/// checksum only covers the pseudo-header (CHECKSUM_PARTIAL); an XDP program that sends
-/// such a frame on (XDP_TX, redirect) drops that state, and the receiver finds a bad
-/// checksum. Real NICs deliver complete checksums, so senders here must compute them.
-fn tx_checksum_off(ifname: &str) -> Result<()> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        pad: [u8; 16],
-    }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
-    let mut req = IfReq {
-        name: [0; 16],
-        data: &mut value,
-        pad: [0; 16],
-    };
-    ensure!(ifname.len() < 16, "interface name too long");
-    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-    // SAFETY: a socket we own; the request and the value it points to outlive the call.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
-        let rc = libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, &mut req);
-        ensure!(
-            rc == 0,
-            "ETHTOOL_STXCSUM {ifname}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
 
 /// Accepts on a non-blocking listener until `deadline`.
 fn accept_by(listener: &TcpListener, deadline: Instant) -> Result<(TcpStream, SocketAddr)> {
@@ -265,7 +183,7 @@ fn router_redirects_engine_proxies_new_flows_and_returns_old_ones() -> Result<()
     net.server.add_route("default", "10.9.0.254")?;
     // Only the client's frames are sent on by XDP (redirected); everything else the
     // router's XDP passes to the stack, which keeps the checksum state.
-    net.client.in_ns(|| tx_checksum_off("c0"))??;
+    net.client.in_ns(|| sockets::tx_checksum_off("c0"))??;
     let routing = net
         .engine
         .in_ns(|| LocalDelivery::install(DEFAULT_MARK, DEFAULT_TABLE, DEFAULT_RULE_PRIORITY))??;
@@ -286,7 +204,9 @@ fn router_redirects_engine_proxies_new_flows_and_returns_old_ones() -> Result<()
     plane.add_router(ROUTER_E)?;
     plane.set_service_port(80, PROXY_PORT)?;
     net.engine.in_ns(|| plane.attach("e0"))??;
-    let proxy_listener = net.engine.in_ns(|| transparent_listener(PROXY_PORT))??;
+    let proxy_listener = net
+        .engine
+        .in_ns(|| sockets::wildcard_listener(PROXY_PORT, true, false, 16))??;
 
     // The router, attached but with no table yet: everything passes.
     let mut router = Redirector::load()?;

@@ -5,4 +5,5 @@
 pub mod daemons;
 pub mod netns;
 pub mod pcap;
+pub mod sockets;
 pub mod tshark;

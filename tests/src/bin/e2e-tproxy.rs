@@ -17,52 +17,8 @@
 //! Usage: `e2e-tproxy PORT`.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
-
-fn listener(port: u16) -> std::io::Result<TcpListener> {
-    // SAFETY: socket, setsockopt, bind and listen on a descriptor we own; the option value
-    // and the address are initialised and of the sizes passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        for opt in [
-            (libc::SOL_IP, libc::IP_TRANSPARENT),
-            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        ] {
-            if libc::setsockopt(
-                fd.as_raw_fd(),
-                opt.0,
-                opt.1,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as u16;
-        sin.sin_port = port.to_be();
-        if libc::bind(
-            fd.as_raw_fd(),
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::listen(fd.as_raw_fd(), 512) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(TcpListener::from(fd))
-    }
-}
 
 /// Copies `from` to `to` until EOF, then half-closes `to`; returns the bytes copied.
 fn pump(mut from: TcpStream, mut to: TcpStream) -> u64 {
@@ -125,7 +81,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let l = match listener(port) {
+    let l = match netns_tests::sockets::wildcard_listener(port, true, true, 512) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("e2e-tproxy: listening on port {port}: {e}");

@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use netns_tests::daemons::{binary, control_request, tail, Agent, Ctl};
 use netns_tests::netns::{wait_until, Host, Lab, NsThread, Process};
+use netns_tests::sockets;
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 pub const ROUTER_C: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
@@ -61,56 +62,18 @@ pub fn engine_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 2, 0, 11 + i as u8)
 }
 
-/// `ethtool -K IF tx off` (`ETHTOOL_STXCSUM`) or `gro on` (`ETHTOOL_SGRO`) by ioctl, in the
-/// calling thread's namespace.
-fn ethtool_set(ifname: &str, cmd: u32, value: u32) -> Result<()> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        pad: [u8; 16],
-    }
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    let mut v = EthtoolValue { cmd, data: value };
-    let mut req = IfReq {
-        name: [0; 16],
-        data: &mut v,
-        pad: [0; 16],
-    };
-    ensure!(ifname.len() < 16, "interface name too long");
-    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-    // SAFETY: a socket we own; the request and the value it points to outlive the call.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
-        let rc = libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, &mut req);
-        ensure!(
-            rc == 0,
-            "ethtool {cmd:#x} on {ifname}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 /// Turns off transmit checksum offload: a veth hands its peer TCP segments with partial
 /// checksums, which an XDP program that sends the frame on cannot finish.
 pub fn tx_checksum_off(host: &Host, ifname: &str) -> Result<()> {
     let name = ifname.to_string();
-    host.in_ns(move || ethtool_set(&name, 0x17, 0))?
+    host.in_ns(move || sockets::tx_checksum_off(&name))?
 }
 
 /// Turns on GRO: frames an XDP program redirects into a veth arrive at its peer only when
 /// the peer runs XDP or has GRO (NAPI) on.
 pub fn gro_on(host: &Host, ifname: &str) -> Result<()> {
     let name = ifname.to_string();
-    host.in_ns(move || ethtool_set(&name, 0x2c, 1))?
+    host.in_ns(move || sockets::gro_on(&name))?
 }
 
 /// One TCP connection the server accepted.

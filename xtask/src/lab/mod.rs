@@ -37,6 +37,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use netns_tests::daemons::{self, Agent, Ctl, CtlConfig};
 use netns_tests::netns::{self, Host, Lab, Process};
+use netns_tests::sockets;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -495,54 +496,6 @@ fn prepare() -> Result<()> {
     Ok(())
 }
 
-/// Turns off transmit checksum offload (`ethtool -K IF tx off`) or turns on GRO
-/// (`ethtool -K IF gro on`) on `ifname` in the calling thread's namespace.
-///
-/// A veth hands its peer TCP segments whose checksum only covers the pseudo-header; a
-/// frame the router's XDP program sends on loses that state, so the client must compute
-/// full checksums. And frames XDP redirects into a veth arrive only when the peer runs
-/// NAPI (an XDP program or GRO there): the switch's port facing the router gets GRO.
-fn ethtool_set(ifname: &str, cmd: u32, value: u32) -> Result<()> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        pad: [u8; 16],
-    }
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    let mut v = EthtoolValue { cmd, data: value };
-    let mut req = IfReq {
-        name: [0; 16],
-        data: &mut v,
-        pad: [0; 16],
-    };
-    if ifname.len() >= 16 {
-        bail!("interface name {ifname} too long");
-    }
-    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-    // SAFETY: a socket we own; the request and the value it points to outlive the call.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            bail!("socket: {}", std::io::Error::last_os_error());
-        }
-        let rc = libc::ioctl(fd, SIOCETHTOOL as _, &mut req);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if rc != 0 {
-            bail!("ethtool {cmd:#x} on {ifname}: {err}");
-        }
-    }
-    Ok(())
-}
-const ETHTOOL_STXCSUM: u32 = 0x17;
-const ETHTOOL_SGRO: u32 = 0x2c;
-
 fn check_teardown(lab_id: &str, pin_root: Option<&Path>, pids: &[u32]) -> TeardownCheck {
     let lead = format!("{lab_id}-");
     let namespaces_left: Vec<String> = netns::ns::list()
@@ -837,12 +790,15 @@ impl Run<'_> {
             members.push((h, "eth0"));
         }
         let sw = lab.switch("sw", &members)?;
-        sw.in_ns(|| ethtool_set("p0", ETHTOOL_SGRO, 1))??;
+        // Frames XDP redirects into a veth arrive only where the peer runs NAPI: the
+        // switch port facing the router gets GRO.
+        sw.in_ns(|| sockets::gro_on("p0"))??;
         lab.link(&client, "eth0", &router, "cli0")?;
         lab.link(&router, "srv0", &server, "eth0")?;
         client.add_addr("eth0", &format!("{CLIENT}/24"))?;
         client.add_route("default", "10.77.1.1")?;
-        client.in_ns(|| ethtool_set("eth0", ETHTOOL_STXCSUM, 0))??;
+        // The router's XDP program forwards the client's frames: it must send full checksums.
+        client.in_ns(|| sockets::tx_checksum_off("eth0"))??;
         router.add_addr("cli0", "10.77.1.1/24")?;
         router.add_addr("eth0", &format!("{ROUTER}/24"))?;
         router.add_addr("srv0", "10.77.9.254/24")?;

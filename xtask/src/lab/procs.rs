@@ -15,13 +15,13 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
+use netns_tests::sockets;
 
 /// `xtask lab-proxy`.
 #[derive(Debug, clap::Args)]
@@ -71,57 +71,9 @@ fn stats_writer(path: PathBuf, c: Arc<Counters>) {
     });
 }
 
-/// The proxy's listener: wildcard address, `IP_TRANSPARENT`, as the engine data plane
-/// requires (the kernel delivers a foreign-addressed flow only to such a socket).
-fn transparent_listener(port: u16) -> Result<TcpListener> {
-    // SAFETY: socket, setsockopt, bind and listen on a descriptor we own; the option value
-    // and the address are initialised and of the sizes passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let rc = libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_IP,
-            libc::IP_TRANSPARENT,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        ensure!(
-            rc == 0,
-            "IP_TRANSPARENT: {}",
-            std::io::Error::last_os_error()
-        );
-        let rc = libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        ensure!(rc == 0, "SO_REUSEADDR: {}", std::io::Error::last_os_error());
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as u16;
-        sin.sin_port = port.to_be();
-        let rc = libc::bind(
-            fd.as_raw_fd(),
-            &sin as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
-        ensure!(
-            libc::listen(fd.as_raw_fd(), 128) == 0,
-            "listen: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(TcpListener::from(fd))
-    }
-}
-
 /// Runs the proxy until killed.
 pub fn proxy(args: &ProxyArgs) -> Result<()> {
-    let listener = transparent_listener(args.port)?;
+    let listener = sockets::wildcard_listener(args.port, true, true, 128)?;
     let c = Arc::new(Counters::default());
     write_stats(&args.stats, &c);
     stats_writer(args.stats.clone(), c.clone());
