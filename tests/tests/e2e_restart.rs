@@ -163,6 +163,7 @@ fn kill_restart(w: &World) -> Result<()> {
     ctl2.process.signal(Signal::SIGKILL)?;
     ctl2.process.wait_timeout(Duration::from_secs(5))?;
     let mut last_proxied = None;
+    let mut straddled = 0u32;
     let mut port = 45_100u16;
     let direct_at = loop {
         ensure!(
@@ -171,14 +172,28 @@ fn kill_restart(w: &World) -> Result<()> {
             ms(killed.elapsed())
         );
         port += 1;
-        let (body, me) = http_get(
+        let got = http_get(
             &w.client,
             port,
             SocketAddrV4::new(SERVER, HTTP_PORT),
             "/",
             Duration::from_secs(2),
-        )
-        .with_context(|| format!("{} ms after the kill", ms(killed.elapsed())))?;
+        );
+        let at = killed.elapsed();
+        let (body, me) = match got {
+            Ok(answer) => answer,
+            // A flow whose SYN went to the engine just before the switch failed open, and
+            // whose next segments went to the server, is reset by the server: the one
+            // flow a dead-man switch may cost, so only within moments of the grace.
+            Err(e)
+                if at.abs_diff(Duration::from_millis(GRACE_MS)) < Duration::from_millis(800)
+                    && format!("{e:#}").contains("reset") =>
+            {
+                straddled += 1;
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("{} ms after the kill", ms(at))),
+        };
         if body.trim_end() == format!("hello {me} -> {SERVER}:80") {
             break killed.elapsed();
         }
@@ -202,6 +217,13 @@ fn kill_restart(w: &World) -> Result<()> {
         "not before the grace"
     );
     ensure!(reason(&after, "Heartbeat") > reason(&before, "Heartbeat"));
+    ensure!(
+        straddled <= 1,
+        "{straddled} flows reset around the fail-open"
+    );
+    if straddled > 0 {
+        println!("(6) one flow straddled the fail-open instant and was reset");
+    }
     drop(e1);
     // ctl2's guard removes the pin root (and with it the links): nothing is left redirecting.
     drop(ctl2);
