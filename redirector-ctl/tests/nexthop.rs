@@ -13,8 +13,8 @@
 //!  10.1.0.2    10.1.0.1  (XDP on r0)  10.2.0.1   10.2.0.2 (xdp_pass, AF_PACKET capture)
 //! ```
 
+use netns_tests::sockets::PacketSocket;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,72 +32,23 @@ const ROUTER_E: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 const ENGINE: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const WCCP_PORT: u16 = 2048;
-const ETH_P_ALL: u16 = 0x0003;
 const BIN: &str = env!("CARGO_BIN_EXE_redirector-ctl");
 
-/// A raw AF_PACKET socket bound to one interface of the namespace it was opened in.
-struct Capture {
-    fd: OwnedFd,
-}
+/// A raw packet socket (see `netns_tests::sockets`) that looks for redirected SYNs.
+struct Capture(PacketSocket);
 
 impl Capture {
     /// Must run inside the namespace (the socket stays bound to it afterwards).
     fn open(ifindex: u32) -> Result<Self> {
-        // SAFETY: plain socket/bind/setsockopt calls on a descriptor we own.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from(ETH_P_ALL.to_be()),
-            );
-            if fd < 0 {
-                bail!("socket: {}", std::io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_ALL.to_be();
-            sll.sll_ifindex = ifindex as i32;
-            if libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            ) != 0
-            {
-                bail!("bind: {}", std::io::Error::last_os_error());
-            }
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 50_000,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            Ok(Self { fd })
-        }
+        Ok(Self(PacketSocket::open(
+            ifindex,
+            Duration::from_millis(50),
+        )?))
     }
 
     /// The next frame, or None after the 50 ms timeout.
     fn recv(&self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 2048];
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n <= 0 {
-            return None;
-        }
-        buf.truncate(n as usize);
-        Some(buf)
+        self.0.recv().map(|r| r.bytes)
     }
 
     /// Waits up to `wait` for a redirected SYN; returns its frame's destination MAC and

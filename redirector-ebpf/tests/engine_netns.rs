@@ -11,14 +11,14 @@
 //! Original destinations are in 10.9.0.0/16, which exists nowhere: only the engine's
 //! socket assignment can make a connection to them succeed.
 
+use netns_tests::sockets::PacketSocket;
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use netns_tests::{
     netns::{Host, Lab},
     sockets,
@@ -35,76 +35,21 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const PROXY_PORT: u16 = 3129;
 const SERVICE_ID: u8 = 90;
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_OUTGOING: u8 = 4;
 
-/// A raw AF_PACKET socket bound to one interface of the namespace it was made in.
-struct RawSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-}
+/// A raw packet socket (see `netns_tests::sockets`) that gathers what arrives.
+struct RawSocket(PacketSocket);
 
 impl RawSocket {
     /// Must run inside the namespace (the socket stays bound to it afterwards).
     fn open(ifindex: u32) -> Result<Self> {
-        // SAFETY: socket, bind and setsockopt on a descriptor we own, with initialised
-        // arguments of the sizes passed.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from(ETH_P_ALL.to_be()),
-            );
-            if fd < 0 {
-                bail!("socket: {}", std::io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_ALL.to_be();
-            sll.sll_ifindex = ifindex as i32;
-            if libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            ) != 0
-            {
-                bail!("bind: {}", std::io::Error::last_os_error());
-            }
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 50_000,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            Ok(Self { fd, ifindex })
-        }
+        Ok(Self(PacketSocket::open(
+            ifindex,
+            Duration::from_millis(50),
+        )?))
     }
 
     fn send(&self, frame: &[u8]) -> Result<()> {
-        // SAFETY: sockaddr_ll is fully initialised; the buffer outlives the call.
-        let n = unsafe {
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = self.ifindex as i32;
-            sll.sll_halen = 6;
-            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr() as *const libc::c_void,
-                frame.len(),
-                0,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        ensure!(n >= 0, "sendto: {}", std::io::Error::last_os_error());
-        Ok(())
+        self.0.send(frame)
     }
 
     /// The frames received (not sent by this host) until `wait` passes.
@@ -112,25 +57,8 @@ impl RawSocket {
         let start = Instant::now();
         let mut frames = Vec::new();
         while start.elapsed() < wait {
-            let mut buf = vec![0u8; 4096];
-            // SAFETY: recvfrom writes at most buf.len() bytes and a sockaddr_ll of the
-            // size given.
-            let (n, pkttype) = unsafe {
-                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-                let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                let n = libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                    &mut sll as *mut _ as *mut libc::sockaddr,
-                    &mut len,
-                );
-                (n, sll.sll_pkttype)
-            };
-            if n > 0 && pkttype != PACKET_OUTGOING {
-                buf.truncate(n as usize);
-                frames.push(buf);
+            if let Some(r) = self.0.recv().filter(|r| !r.outgoing) {
+                frames.push(r.bytes);
             }
         }
         frames

@@ -9,13 +9,13 @@
 //!  10.1.0.2        (XDP redirect)           (xdp_pass, AF_PACKET capture)
 //! ```
 
+use netns_tests::sockets::PacketSocket;
 use std::{
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use netns_tests::netns::{Host, Lab};
 use redirector_ebpf::{
     table::{Assignment, EngineConfig, Method, Protocol, ServiceConfig, Slot, TableConfig},
@@ -28,95 +28,27 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const ROUTER_E: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 const ENGINE_A: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 const ENGINE_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 3);
-const ETH_P_ALL: u16 = 0x0003;
 
-/// A raw AF_PACKET socket bound to one interface of the namespace it was made in.
-struct RawSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-}
+/// A raw packet socket (see `netns_tests::sockets`) with the 100 ms timeout these probes
+/// poll with.
+struct RawSocket(PacketSocket);
 
 impl RawSocket {
     /// Must run inside the namespace (the socket stays bound to it afterwards).
     fn open(ifindex: u32) -> Result<Self> {
-        // SAFETY: plain socket/bind/setsockopt calls on a descriptor we own.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                i32::from(ETH_P_ALL.to_be()),
-            );
-            if fd < 0 {
-                bail!("socket: {}", std::io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_ALL.to_be();
-            sll.sll_ifindex = ifindex as i32;
-            if libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            ) != 0
-            {
-                bail!("bind: {}", std::io::Error::last_os_error());
-            }
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 100_000,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            Ok(Self { fd, ifindex })
-        }
+        Ok(Self(PacketSocket::open(
+            ifindex,
+            Duration::from_millis(100),
+        )?))
     }
 
     fn send(&self, frame: &[u8]) -> Result<()> {
-        // SAFETY: sockaddr_ll is fully initialised; the buffer outlives the call.
-        unsafe {
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = self.ifindex as i32;
-            sll.sll_halen = 6;
-            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-            let n = libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr() as *const libc::c_void,
-                frame.len(),
-                0,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            if n < 0 {
-                bail!("sendto: {}", std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        self.0.send(frame)
     }
 
     /// The next frame received, or None after the socket's 100 ms timeout.
     fn recv(&self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 2048];
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n <= 0 {
-            return None;
-        }
-        buf.truncate(n as usize);
-        Some(buf)
+        self.0.recv().map(|r| r.bytes)
     }
 }
 

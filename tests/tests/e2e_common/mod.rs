@@ -27,7 +27,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use netns_tests::sockets::PacketSocket;
 use serde_json::Value;
 
 use netns_tests::daemons::{binary, control_request, tail, Agent, Ctl};
@@ -884,110 +884,28 @@ pub fn wait_for(
     Ok(t0.elapsed())
 }
 
-/// A raw AF_PACKET socket bound to one interface of the namespace it is opened in.
-pub struct RawSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-}
+/// A raw packet socket on one interface of a lab host (see `netns_tests::sockets`).
+pub struct RawSocket(PacketSocket);
 
 impl RawSocket {
     pub fn open(host: &Host, ifname: &str) -> Result<RawSocket> {
         let ifindex = host.ifindex(ifname)?;
-        host.in_ns(move || RawSocket::open_here(ifindex))?
-    }
-
-    fn open_here(ifindex: u32) -> Result<RawSocket> {
-        const ETH_P_ALL: u16 = 0x0003;
-        // SAFETY: plain socket/bind/setsockopt calls on a descriptor we own.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_ALL.to_be()),
-            );
-            ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_ALL.to_be();
-            sll.sll_ifindex = ifindex as i32;
-            ensure!(
-                libc::bind(
-                    fd.as_raw_fd(),
-                    &sll as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                ) == 0,
-                "bind: {}",
-                std::io::Error::last_os_error()
-            );
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 50_000,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            // A big receive buffer: copies of a whole upload arrive in a burst.
-            let size: libc::c_int = 8 << 20;
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                &size as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-            Ok(RawSocket { fd, ifindex })
-        }
+        let sock = host.in_ns(move || PacketSocket::open(ifindex, Duration::from_millis(50)))??;
+        // A big receive buffer: copies of a whole upload arrive in a burst.
+        sock.set_receive_buffer(8 << 20)?;
+        Ok(RawSocket(sock))
     }
 
     /// Sends one frame as is.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
-        // SAFETY: send reads frame.len() bytes from frame.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                frame.as_ptr() as *const libc::c_void,
-                frame.len(),
-                0,
-            )
-        };
-        ensure!(
-            n == frame.len() as isize,
-            "AF_PACKET send on {}: {}",
-            self.ifindex,
-            std::io::Error::last_os_error()
-        );
-        Ok(())
+        self.0.send(frame)
     }
 
-    /// The next frame received (not ones we sent), or None after 50 ms.
+    /// The next frame received (an empty one for a frame we sent), or None after 50 ms.
     pub fn recv(&self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 65536];
-        // SAFETY: recvfrom writes at most buf.len() bytes into buf and the address into sll.
-        unsafe {
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            let n = libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-                &mut sll as *mut _ as *mut libc::sockaddr,
-                &mut len,
-            );
-            if n <= 0 {
-                return None;
-            }
-            if sll.sll_pkttype == libc::PACKET_OUTGOING {
-                return Some(Vec::new());
-            }
-            buf.truncate(n as usize);
-            Some(buf)
-        }
+        self.0
+            .recv()
+            .map(|r| if r.outgoing { Vec::new() } else { r.bytes })
     }
 }
 
