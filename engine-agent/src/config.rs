@@ -531,7 +531,6 @@ fn dataplane(
     d: &toml::Spanned<RawDataplane>,
     err: &ErrFn<'_>,
 ) -> Result<DataplaneConfig, ConfigError> {
-    let span = d.span();
     let d = d.get_ref();
     let interface = d.interface.get_ref().trim().to_string();
     if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
@@ -567,7 +566,6 @@ fn dataplane(
             }
         }
     }
-    let _ = span;
     Ok(DataplaneConfig {
         interface,
         proxy_check,

@@ -519,12 +519,11 @@ impl Daemon {
         };
         let mut view = std::collections::BTreeSet::new();
         for s in &self.services {
-            if s.engine.state().left {
+            let st = s.engine.state();
+            if st.left {
                 continue;
             }
-            for r in s.engine.state().routers {
-                view.insert(r.address);
-            }
+            view.extend(st.routers.iter().map(|r| r.address));
             for (id, (from, _)) in &s.last_isy {
                 view.insert(*id);
                 view.insert(*from);
