@@ -32,6 +32,19 @@ pub struct Counters {
 // SAFETY: `repr(C)`, only integer fields, no padding (checked against BTF by the tests).
 unsafe impl aya::Pod for Counters {}
 
+/// Every counter of one CPU, indexed as the `STATS_*` constants say: the one value of
+/// the per-CPU `stats` map, so that a packet pays one lookup for all its counts.
+/// C: `struct redirector_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsBlock {
+    /// By counter index.
+    pub c: [Counters; STATS_ENTRIES],
+}
+
+// SAFETY: `repr(C)`, an array of `Counters` (integers only, no padding).
+unsafe impl aya::Pod for StatsBlock {}
+
 /// What the layout test needs to know about one Rust twin.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedType {
@@ -129,6 +142,51 @@ pub struct TableHeader {
     /// Largest MSS a SYN-ACK of a [`SERVICE_MSS_CLAMP`] service may announce (0: no
     /// clamping): per table so that it changes with the generation flip.
     pub mss_clamp: u16,
+    /// [`TABLE_SRC_PORTS`]: lets the program skip the source-port read when no service
+    /// matches source ports (a cache miss per packet in a 512 KiB table otherwise).
+    pub flags: u16,
+    /// Zero.
+    pub reserved: [u16; 3],
+}
+
+/// One table slot, the value of `slots[slot]`: all that classification reads by index,
+/// in one map value so that a packet pays one lookup for it and an install is one write.
+/// 683 KiB: only ever on the heap ([`SlotLayout::new_boxed`]). C: `struct redirector_slot`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotLayout {
+    /// Any-port preferences, MSS clamp, flags.
+    pub header: TableHeader,
+    /// Filter of engine source addresses (bit `addr & 0xffff`, host order).
+    pub engine_filter: [u64; FILTER_WORDS],
+    /// Filter of L2-return engines' MACs (bit of the last two bytes).
+    pub mac_filter: [u64; FILTER_WORDS],
+    /// By rank.
+    pub services: [ServiceEntry; MAX_SERVICES],
+    /// By engine index.
+    pub engines: [EngineEntry; MAX_ENGINES],
+    /// `[rank * BUCKETS + bucket or mask value]`.
+    pub buckets: [BucketEntry; MAX_SERVICES * BUCKETS],
+    /// `[protocol * PORTS + port]`.
+    pub ports: [PortEntry; PORT_PROTOCOLS * PORTS],
+}
+
+impl SlotLayout {
+    /// A zeroed slot (what a fresh map holds), allocated directly on the heap: the value
+    /// is too big for a thread's stack.
+    pub fn new_boxed() -> Box<Self> {
+        let layout = std::alloc::Layout::new::<Self>();
+        // SAFETY: the layout is non-zero-sized; every field is an integer or an array of
+        // integer-only `repr(C)` structs, for which all-zero bytes are a valid value; the
+        // pointer comes from the global allocator with this very layout, as Box needs.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        }
+    }
 }
 
 /// A service at its rank. C: `struct redirector_service`.
@@ -270,6 +328,8 @@ unsafe impl aya::Pod for Control {}
 unsafe impl aya::Pod for PortEntry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for TableHeader {}
+// SAFETY: as above (arrays of the twins above, laid out without gaps: checked by BTF).
+unsafe impl aya::Pod for SlotLayout {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ServiceEntry {}
 // SAFETY: as above.
@@ -292,7 +352,7 @@ pub const SHARED_TYPES: &[SharedType] = &[
     shared_type!(Counters => "redirector_counters" { packets, bytes }),
     shared_type!(Control => "redirector_control" { heartbeat_jiffies, grace_jiffies, generation, flags }),
     shared_type!(PortEntry => "redirector_port" { dst_pref, src_pref }),
-    shared_type!(TableHeader => "redirector_table" { any_pref, services, mss_clamp }),
+    shared_type!(TableHeader => "redirector_table" { any_pref, services, mss_clamp, flags, reserved }),
     shared_type!(ServiceEntry => "redirector_service" {
         flags, service_id, options, reserved, mask_pos
     }),
@@ -305,6 +365,10 @@ pub const SHARED_TYPES: &[SharedType] = &[
     shared_type!(ConnEntry => "redirector_conn" { engine_addr, engine }),
     shared_type!(MacKey => "redirector_mac_key" { slot, mac, reserved }),
     shared_type!(PrefixKey => "redirector_prefix_key" { prefixlen, slot, rank, reserved, addr }),
+    shared_type!(StatsBlock => "redirector_stats" { c }),
+    shared_type!(SlotLayout => "redirector_slot" {
+        header, engine_filter, mac_filter, services, engines, buckets, ports
+    }),
 ];
 
 // The constants of redirector.h, same names (the differential tests catch a drift).
@@ -337,6 +401,10 @@ pub const CONTROL_ENABLED: u32 = 0x1;
 /// the record every packet reads anyway, so that tables without such engines pay nothing
 /// for the L2 return check.
 pub const CONTROL_L2_RETURN: u32 = 0x2;
+/// `control.flags`: some interface has `IFACE_*` flags. Without it the program neither
+/// reads the ingress interface nor looks it up (in XDP the index is three dependent loads
+/// away, a cache miss where nothing else touches the device).
+pub const CONTROL_IFACES: u32 = 0x8;
 /// `ifaces[]`: never redirect traffic arriving here.
 pub const IFACE_EXCLUDED: u32 = 0x1;
 /// `ifaces[]`: engine-facing, packet return only.
@@ -364,6 +432,8 @@ pub const PREFIX_KEY_BITS: u32 = 32;
 pub const MAX_PREFIXES: usize = 16384;
 /// `bucket.flags`: the engine is meaningful.
 pub const BUCKET_ASSIGNED: u8 = 0x1;
+/// `table.flags`: some service of the slot matches source ports.
+pub const TABLE_SRC_PORTS: u16 = 0x1;
 /// `bucket.flags`: use the alternate hash's bucket.
 pub const BUCKET_ALTERNATE: u8 = 0x2;
 /// `bucket.flags`: owner changed recently, TCP flows consult the connection table.
@@ -383,7 +453,7 @@ pub const STATS_MSS_CLAMPED: usize = STATS_EVENTS_BASE;
 /// First per-service counter.
 pub const STATS_SERVICE_BASE: usize = REASONS;
 /// Counters per service.
-pub const STATS_PER_SERVICE: usize = 4;
+pub const STATS_PER_SERVICE: usize = 3;
 /// Per-service kind: redirected.
 pub const STATS_SERVICE_REDIRECTED: usize = 0;
 /// Per-service kind: failed open (unassigned, engine down, heartbeat, too big without DF).
@@ -393,14 +463,14 @@ pub const STATS_SERVICE_SKIPPED: usize = 2;
 /// First per-engine counter.
 pub const STATS_ENGINE_BASE: usize = STATS_SERVICE_BASE + 256 * STATS_PER_SERVICE;
 /// Counters per engine.
-pub const STATS_PER_ENGINE: usize = 4;
+pub const STATS_PER_ENGINE: usize = 3;
 /// Per-engine kind: redirected to it.
 pub const STATS_ENGINE_REDIRECTED: usize = 0;
 /// Per-engine kind: returned by it and decapsulated.
 pub const STATS_ENGINE_RETURNED: usize = 1;
 /// Per-engine kind: sent to it by the connection table.
 pub const STATS_ENGINE_CONN_HITS: usize = 2;
-/// Entries of the `stats` map.
+/// Counters in the `stats` map's one per-CPU value ([`StatsBlock`]).
 pub const STATS_ENTRIES: usize = STATS_ENGINE_BASE + MAX_ENGINES * STATS_PER_ENGINE;
 
 impl SharedType {

@@ -104,5 +104,6 @@ pub mod table;
 pub use lifecycle::{tick_hz, PinRoot, PinRootError};
 pub use loader::{object_bytes, object_names, EbpfObject, LoadError};
 pub use redirector::{
-    AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, OUT_PROGRAM, PROGRAM,
+    read_pinned_table, AttachMode, Redirector, RedirectorError, CLOCK_PROGRAM, OBJECT, OUT_PROGRAM,
+    PROGRAM,
 };

@@ -42,12 +42,12 @@ use std::collections::HashMap;
 
 use crate::layout::{
     ConnEntry, Control, Counters, EngineEntry, FlowKey, ServiceEntry, BUCKETS, BUCKET_ALTERNATE,
-    BUCKET_ASSIGNED, BUCKET_STICKY, CONTROL_ENABLED, CONTROL_L2_RETURN, ENGINE_USABLE,
-    IFACE_ENGINE_FACING, IFACE_EXCLUDED, MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX, MAX_SERVICES,
-    METHOD_GRE, METHOD_L2, PORTS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC,
-    SERVICE_LISTS, SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, STATS_ENGINE_BASE,
-    STATS_ENGINE_CONN_HITS, STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED, STATS_ENTRIES,
-    STATS_MSS_CLAMPED, STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE,
+    BUCKET_ASSIGNED, BUCKET_STICKY, CONTROL_ENABLED, CONTROL_IFACES, CONTROL_L2_RETURN,
+    ENGINE_USABLE, IFACE_ENGINE_FACING, IFACE_EXCLUDED, MASK_POSITIONS, MAX_ENGINES, MAX_IFINDEX,
+    MAX_SERVICES, METHOD_GRE, METHOD_L2, PORTS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP,
+    SERVICE_DYNAMIC, SERVICE_LISTS, SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST,
+    STATS_ENGINE_BASE, STATS_ENGINE_CONN_HITS, STATS_ENGINE_REDIRECTED, STATS_ENGINE_RETURNED,
+    STATS_ENTRIES, STATS_MSS_CLAMPED, STATS_PER_ENGINE, STATS_PER_SERVICE, STATS_SERVICE_BASE,
     STATS_SERVICE_FAILED_OPEN, STATS_SERVICE_REDIRECTED, STATS_SERVICE_SKIPPED,
 };
 use crate::table::{filter_position, mac_filter_position, Table};
@@ -351,6 +351,15 @@ pub fn l2_return_flag(flags: u32, generation: u32, table: &Table) -> u32 {
     }
 }
 
+/// `flags` with [`CONTROL_IFACES`] set exactly when some interface has flags.
+pub fn iface_flag(flags: u32, ifaces: &[u32]) -> u32 {
+    if ifaces.iter().any(|&f| f != 0) {
+        flags | CONTROL_IFACES
+    } else {
+        flags & !CONTROL_IFACES
+    }
+}
+
 /// What [`Dataplane::classify`] chose for a packet to redirect.
 #[derive(Clone, Copy, Debug)]
 pub struct Decision {
@@ -438,6 +447,15 @@ impl Dataplane {
     /// The table packets read now.
     pub fn active(&self) -> &Table {
         &self.slots[(self.control.generation & 1) as usize]
+    }
+
+    /// Sets interface `ifindex`'s `IFACE_*` flags, and [`CONTROL_IFACES`] as the loader
+    /// does ([`iface_flag`]).
+    pub fn set_iface_flags(&mut self, ifindex: u32, flags: u32) {
+        if let Some(f) = self.ifaces.get_mut(ifindex as usize) {
+            *f = flags;
+        }
+        self.control.flags = iface_flag(self.control.flags, &self.ifaces);
     }
 
     /// Installs a table the way the loader does: into the slot packets are not reading,
@@ -537,7 +555,8 @@ impl Dataplane {
             }
         }
 
-        let iface = if (ifindex as usize) < MAX_IFINDEX {
+        let iface = if self.control.flags & CONTROL_IFACES != 0 && (ifindex as usize) < MAX_IFINDEX
+        {
             self.ifaces[ifindex as usize]
         } else {
             0
@@ -661,7 +680,9 @@ impl Dataplane {
             return pass(self, Reason::Disabled);
         }
         let slot = (self.control.generation & 1) as usize;
-        let iface = if (ingress_ifindex as usize) < MAX_IFINDEX {
+        let iface = if self.control.flags & CONTROL_IFACES != 0
+            && (ingress_ifindex as usize) < MAX_IFINDEX
+        {
             self.ifaces[ingress_ifindex as usize]
         } else {
             0

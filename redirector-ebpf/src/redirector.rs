@@ -22,10 +22,8 @@ use aya::{
 
 use crate::{
     layout::{
-        BucketEntry, ConnEntry, Control, Counters, EngineEntry, EngineKey, FlowKey, MacKey,
-        PortEntry, PrefixKey, ServiceEntry, TableHeader, BUCKETS, CONTROL_ENABLED, FILTER_WORDS,
-        MAX_ENGINES, MAX_IFINDEX, MAX_PREFIXES, MAX_SERVICES, PORTS, PORT_PROTOCOLS, SLOTS,
-        STATS_ENTRIES,
+        ConnEntry, Control, Counters, EngineKey, FlowKey, MacKey, PrefixKey, SlotLayout,
+        StatsBlock, CONTROL_ENABLED, MAX_ENGINES, MAX_IFINDEX, MAX_PREFIXES, SLOTS, STATS_ENTRIES,
     },
     lifecycle::{tick_hz, PinRoot, PinRootError},
     table::Table,
@@ -52,43 +50,22 @@ const CONNS: usize = 65536;
 /// Every map of the redirect object with the (key size, value size, max entries) this
 /// code was built for. A pinned map is reused only when it matches, so a controller of
 /// another build never reads or writes a map whose layout it does not know.
-const MAPS: [(&str, usize, usize, usize); 14] = {
+const MAPS: [(&str, usize, usize, usize); 8] = {
     use std::mem::size_of;
     [
         ("control", 4, size_of::<Control>(), 1),
         ("ifaces", 4, 4, MAX_IFINDEX),
-        (
-            "ports",
-            4,
-            size_of::<PortEntry>(),
-            SLOTS * PORT_PROTOCOLS * PORTS,
-        ),
-        ("tables", 4, size_of::<TableHeader>(), SLOTS),
-        (
-            "services",
-            4,
-            size_of::<ServiceEntry>(),
-            SLOTS * MAX_SERVICES,
-        ),
-        (
-            "buckets",
-            4,
-            size_of::<BucketEntry>(),
-            SLOTS * MAX_SERVICES * BUCKETS,
-        ),
-        ("engines", 4, size_of::<EngineEntry>(), SLOTS * MAX_ENGINES),
-        ("engine_filter", 4, 8, SLOTS * FILTER_WORDS),
+        ("slots", 4, size_of::<SlotLayout>(), SLOTS),
         (
             "engine_addrs",
             size_of::<EngineKey>(),
             4,
             SLOTS * MAX_ENGINES,
         ),
-        ("mac_filter", 4, 8, SLOTS * FILTER_WORDS),
         ("engine_macs", size_of::<MacKey>(), 4, SLOTS * MAX_ENGINES),
         ("prefixes", size_of::<PrefixKey>(), 4, SLOTS * MAX_PREFIXES),
         ("conns", size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNS),
-        ("stats", 4, size_of::<Counters>(), STATS_ENTRIES),
+        ("stats", 4, size_of::<StatsBlock>(), 1),
     ]
 };
 
@@ -228,6 +205,8 @@ pub struct Redirector {
     links: BTreeMap<String, Attachment>,
     /// tc egress ("redirect out") links, with their pins.
     out_links: BTreeMap<String, (FdLink, Option<PathBuf>)>,
+    /// The `ifaces` map's content, once read or written ([`Redirector::set_iface_flags`]).
+    ifaces: Option<Vec<u32>>,
 }
 
 impl Redirector {
@@ -252,6 +231,7 @@ impl Redirector {
             pins: None,
             links: BTreeMap::new(),
             out_links: BTreeMap::new(),
+            ifaces: None,
         })
     }
 
@@ -279,6 +259,7 @@ impl Redirector {
             pins: Some(root.clone()),
             links: BTreeMap::new(),
             out_links: BTreeMap::new(),
+            ifaces: None,
         };
         if adopted {
             this.control = this
@@ -551,6 +532,12 @@ impl Redirector {
             for (map, ..) in MAPS {
                 remove(root.maps_dir().join(map))?;
             }
+            // Maps an earlier build pinned under other names (its layout changed).
+            if let Ok(entries) = std::fs::read_dir(root.maps_dir()) {
+                for entry in entries.flatten() {
+                    remove(entry.path())?;
+                }
+            }
             for dir in [
                 root.links_dir(),
                 root.out_links_dir(),
@@ -660,70 +647,14 @@ impl Redirector {
     }
 
     fn write_slot(&mut self, slot: u32, old: &Table, new: &Table) -> Result<(), RedirectorError> {
-        fn diff<V: Pod + PartialEq>(
-            map: &mut Array<&mut MapData, V>,
-            name: &'static str,
-            base: u32,
-            old: &[V],
-            new: &[V],
-        ) -> Result<(), RedirectorError> {
-            for (i, value) in new.iter().enumerate() {
-                if old.get(i) != Some(value) {
-                    map.set(base + i as u32, value, 0).map_err(map_err(name))?;
-                }
-            }
-            Ok(())
+        // Everything classification indexes is one value: one system call, and no slot
+        // is ever half of one table and half of another even before the flip.
+        if old.is_poisoned() || !old.same_slot_value(new) {
+            let value = new.to_slot();
+            self.array::<SlotLayout>("slots")?
+                .set(slot, value.as_ref(), 0)
+                .map_err(map_err("slots"))?;
         }
-        let s = slot;
-        diff(
-            &mut self.array("ports")?,
-            "ports",
-            s * (PORT_PROTOCOLS * PORTS) as u32,
-            &old.ports,
-            &new.ports,
-        )?;
-        diff(
-            &mut self.array("services")?,
-            "services",
-            s * MAX_SERVICES as u32,
-            &old.services,
-            &new.services,
-        )?;
-        diff(
-            &mut self.array("buckets")?,
-            "buckets",
-            s * (MAX_SERVICES * BUCKETS) as u32,
-            &old.buckets,
-            &new.buckets,
-        )?;
-        diff(
-            &mut self.array("engines")?,
-            "engines",
-            s * MAX_ENGINES as u32,
-            &old.engines,
-            &new.engines,
-        )?;
-        diff(
-            &mut self.array("engine_filter")?,
-            "engine_filter",
-            s * FILTER_WORDS as u32,
-            &old.filter,
-            &new.filter,
-        )?;
-        diff(
-            &mut self.array("mac_filter")?,
-            "mac_filter",
-            s * FILTER_WORDS as u32,
-            &old.mac_filter,
-            &new.mac_filter,
-        )?;
-        diff(
-            &mut self.array("tables")?,
-            "tables",
-            s,
-            std::slice::from_ref(&old.header),
-            std::slice::from_ref(&new.header),
-        )?;
         let name = "engine_addrs";
         let poisoned = old.is_poisoned();
         let map = self
@@ -897,11 +828,32 @@ impl Redirector {
         self.write_control()
     }
 
-    /// Sets the `IFACE_*` flags of interface `ifindex` (below `MAX_IFINDEX`).
+    /// Sets the `IFACE_*` flags of interface `ifindex` (below `MAX_IFINDEX`), and the
+    /// control record's [`CONTROL_IFACES`] after it (set while any interface has flags).
     pub fn set_iface_flags(&mut self, ifindex: u32, flags: u32) -> Result<(), RedirectorError> {
+        let mut ifaces = match self.ifaces.take() {
+            Some(known) => known,
+            // First call: what the map holds (a previous process may have written it).
+            None => {
+                let map = self.array::<u32>("ifaces")?;
+                (0..MAX_IFINDEX as u32)
+                    .map(|i| map.get(&i, 0).map_err(map_err("ifaces")))
+                    .collect::<Result<Vec<u32>, _>>()?
+            }
+        };
         self.array::<u32>("ifaces")?
             .set(ifindex, flags, 0)
-            .map_err(map_err("ifaces"))
+            .map_err(map_err("ifaces"))?;
+        if let Some(f) = ifaces.get_mut(ifindex as usize) {
+            *f = flags;
+        }
+        let control = crate::model::iface_flag(self.control.flags, &ifaces);
+        self.ifaces = Some(ifaces);
+        if control != self.control.flags {
+            self.control.flags = control;
+            self.write_control()?;
+        }
+        Ok(())
     }
 
     /// Every counter, summed over CPUs, indexed as `stats` (see `layout::STATS_*`).
@@ -912,16 +864,15 @@ impl Redirector {
             .ebpf_mut()
             .map_mut(name)
             .ok_or(RedirectorError::MissingMap(name))?;
-        let stats: PerCpuArray<&mut MapData, Counters> =
+        let stats: PerCpuArray<&mut MapData, StatsBlock> =
             PerCpuArray::try_from(map).map_err(map_err(name))?;
-        let mut out = Vec::with_capacity(STATS_ENTRIES);
-        for i in 0..STATS_ENTRIES as u32 {
-            let values = stats.get(&i, 0).map_err(map_err(name))?;
-            let sum = values.iter().fold(Counters::default(), |a, c| Counters {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            });
-            out.push(sum);
+        let per_cpu = stats.get(&0, 0).map_err(map_err(name))?;
+        let mut out = vec![Counters::default(); STATS_ENTRIES];
+        for block in per_cpu.iter() {
+            for (sum, c) in out.iter_mut().zip(block.c.iter()) {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
         }
         Ok(out)
     }
@@ -959,6 +910,71 @@ impl Redirector {
         }
         Ok(())
     }
+}
+
+/// The active table of the data plane pinned under `pin_root` (the directory holding
+/// `maps/`), and its control record, read from the pinned maps themselves: what packets
+/// see, independently of any controller's word. The hash and trie entries of the slot
+/// are not read (see [`Table::from_slot`]).
+pub fn read_pinned_table(pin_root: &Path) -> Result<(Control, Table), RedirectorError> {
+    let open = |name: &str| {
+        let path = pin_root.join("maps").join(name);
+        MapData::from_pin(&path).map_err(|e| pin_err("opening", &path)(e.to_string()))
+    };
+    let control_map = Array::<MapData, Control>::try_from(aya::maps::Map::Array(open("control")?))
+        .map_err(map_err("control"))?;
+    let control = control_map.get(&0, 0).map_err(map_err("control"))?;
+    let slots = open("slots")?;
+    let info = slots.info().map_err(map_err("slots"))?;
+    if info.value_size() as usize != std::mem::size_of::<SlotLayout>() {
+        return Err(RedirectorError::IncompatiblePin {
+            map: "slots",
+            found: (info.key_size(), info.value_size(), info.max_entries()),
+            expected: (4, std::mem::size_of::<SlotLayout>() as u32, SLOTS as u32),
+        });
+    }
+    let slot = control.generation & 1;
+    let value = lookup_slot(&slots, slot)
+        .map_err(|e| pin_err("reading", &pin_root.join("maps/slots"))(e.to_string()))?;
+    Ok((control, Table::from_slot(&value)))
+}
+
+/// `slots[slot]` read straight into a heap buffer: aya's `Array::get` returns the value
+/// by value, which for 683 KiB would be on (and past) a thread's stack.
+fn lookup_slot(map: &MapData, slot: u32) -> std::io::Result<Box<SlotLayout>> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    /// `union bpf_attr` as BPF_MAP_LOOKUP_ELEM reads it.
+    #[repr(C)]
+    struct LookupAttr {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let mut value = SlotLayout::new_boxed();
+    let attr = LookupAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        pad: 0,
+        key: std::ptr::addr_of!(slot) as u64,
+        value: std::ptr::addr_of_mut!(*value) as u64,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at a live u32 key and at a writable buffer of exactly
+    // the map's value size (checked by the caller); the kernel writes nothing else.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<LookupAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value)
 }
 
 /// Refuses maps whose kernel layout is not the one this build writes (see [`MAPS`]).

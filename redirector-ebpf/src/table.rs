@@ -11,11 +11,11 @@ use std::{collections::HashMap, fmt, net::Ipv4Addr, str::FromStr};
 use wccp::assign::{flags, Mask};
 
 use crate::layout::{
-    BucketEntry, EngineEntry, PortEntry, PrefixKey, ServiceEntry, TableHeader, BUCKETS,
+    BucketEntry, EngineEntry, PortEntry, PrefixKey, ServiceEntry, SlotLayout, TableHeader, BUCKETS,
     BUCKET_ALTERNATE, BUCKET_ASSIGNED, BUCKET_STICKY, ENGINE_USABLE, FILTER_WORDS, MASK_POSITIONS,
     MAX_ENGINES, MAX_PREFIXES, MAX_SERVICES, METHOD_GRE, METHOD_L2, NO_POSITION, PORTS,
     PORT_PROTOCOLS, PREFIX_KEY_BITS, PREFIX_REDIRECT, PREFIX_SKIP, SERVICE_DYNAMIC, SERVICE_LISTS,
-    SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST,
+    SERVICE_MASK, SERVICE_MSS_CLAMP, SERVICE_REDIRECT_LIST, TABLE_SRC_PORTS,
 };
 
 /// Outer IPv4 + GRE + redirect header: what GRE redirection adds to a packet.
@@ -426,6 +426,9 @@ impl TableConfig {
             let p = s.protocol.index();
             if s.flags & flags::PORTS_DEFINED != 0 {
                 let source = s.flags & flags::PORTS_SOURCE != 0;
+                if source {
+                    table.header.flags |= TABLE_SRC_PORTS;
+                }
                 for &port in s.ports.iter().filter(|&&port| port != 0) {
                     let entry = &mut table.ports[p * PORTS + usize::from(port)];
                     let slot = if source {
@@ -588,6 +591,47 @@ impl Table {
         self.header.services == u16::MAX && self.ports.is_empty()
     }
 
+    /// Whether `other` has the same `slots[slot]` value (the hash and trie entries aside).
+    pub(crate) fn same_slot_value(&self, other: &Self) -> bool {
+        self.header == other.header
+            && self.filter == other.filter
+            && self.mac_filter == other.mac_filter
+            && self.services == other.services
+            && self.engines == other.engines
+            && self.buckets == other.buckets
+            && self.ports == other.ports
+    }
+
+    /// The `slots[slot]` value of this table: what the loader writes in one update.
+    pub fn to_slot(&self) -> Box<SlotLayout> {
+        let mut slot = SlotLayout::new_boxed();
+        slot.header = self.header;
+        copy_prefix(&mut slot.engine_filter, &self.filter);
+        copy_prefix(&mut slot.mac_filter, &self.mac_filter);
+        copy_prefix(&mut slot.services, &self.services);
+        copy_prefix(&mut slot.engines, &self.engines);
+        copy_prefix(&mut slot.buckets, &self.buckets);
+        copy_prefix(&mut slot.ports, &self.ports);
+        slot
+    }
+
+    /// The parts of a table a `slots[slot]` value holds, read back (the hash and trie
+    /// maps' entries, `engine_addrs`, `engine_macs` and `prefixes`, stay empty).
+    pub fn from_slot(slot: &SlotLayout) -> Self {
+        Self {
+            header: slot.header,
+            ports: slot.ports.to_vec(),
+            services: slot.services.to_vec(),
+            buckets: slot.buckets.to_vec(),
+            engines: slot.engines.to_vec(),
+            filter: slot.engine_filter.to_vec(),
+            engine_addrs: Vec::new(),
+            mac_filter: slot.mac_filter.to_vec(),
+            engine_macs: Vec::new(),
+            prefixes: Vec::new(),
+        }
+    }
+
     pub(crate) fn poisoned() -> Self {
         Self {
             header: TableHeader {
@@ -606,4 +650,11 @@ impl Table {
             prefixes: Vec::new(),
         }
     }
+}
+
+/// Copies `from` over the start of `to` (a compiled table's vectors have exactly the
+/// slot's lengths; a shorter one leaves zeros behind it, as a fresh map holds).
+fn copy_prefix<T: Copy>(to: &mut [T], from: &[T]) {
+    let n = from.len().min(to.len());
+    to[..n].copy_from_slice(&from[..n]);
 }

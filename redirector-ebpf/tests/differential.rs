@@ -620,7 +620,7 @@ fn program_matches_model_on_random_packets() {
         redirector
             .set_iface_flags(TEST_IFINDEX, iface)
             .unwrap_or_else(|e| panic!("{e}"));
-        model.ifaces[TEST_IFINDEX as usize] = iface;
+        model.set_iface_flags(TEST_IFINDEX, iface);
         let (hb, grace) = if rng.chance(8) { STALE } else { FRESH };
         redirector
             .set_heartbeat(hb, grace)
@@ -1243,7 +1243,7 @@ fn fixtures_replay_in_model_and_program() {
              # interface with those flags.\n",
         );
         for (name, frame, iface) in fixture_inputs() {
-            model.ifaces[TEST_IFINDEX as usize] = iface;
+            model.set_iface_flags(TEST_IFINDEX, iface);
             let egress = name.starts_with("egress: ");
             let o = if egress {
                 model.process_egress(&frame, TEST_IFINDEX, MODEL_NOW)
@@ -1303,8 +1303,8 @@ fn fixtures_replay_in_model_and_program() {
             .map_or(0, |f| {
                 f.parse().unwrap_or_else(|e| panic!("{name}: iface: {e}"))
             });
-        model.ifaces[TEST_IFINDEX as usize] = iface;
-        mirror.ifaces[TEST_IFINDEX as usize] = iface;
+        model.set_iface_flags(TEST_IFINDEX, iface);
+        mirror.set_iface_flags(TEST_IFINDEX, iface);
         redirector
             .set_iface_flags(TEST_IFINDEX, iface)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -224,7 +224,7 @@ fn attach_pin_survive_adopt_clear() -> Result<()> {
         "redirected in GRE to engine A"
     );
     assert!(root.links_dir().join("r0").exists(), "link pinned");
-    assert!(root.maps_dir().join("buckets").exists(), "maps pinned");
+    assert!(root.maps_dir().join("slots").exists(), "maps pinned");
 
     // 2. The loader goes away without detaching: the pinned link keeps redirecting.
     drop(first);
@@ -259,7 +259,10 @@ fn attach_pin_survive_adopt_clear() -> Result<()> {
     );
     let stats = second.stats()?;
     assert!(
-        stats[redirector_ebpf::layout::STATS_SERVICE_BASE + 91 * 4].packets >= 1,
+        stats[redirector_ebpf::layout::STATS_SERVICE_BASE
+            + 91 * redirector_ebpf::layout::STATS_PER_SERVICE]
+            .packets
+            >= 1,
         "counters read through the adopted maps"
     );
 

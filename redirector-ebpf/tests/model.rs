@@ -305,7 +305,7 @@ fn mss_clamp_lowers_synacks_of_gre_services_and_keeps_the_checksum_right() {
     ] {
         let at = 14 + 20 + 20 + mss_at + 2;
         for iface_flags in [0, IFACE_ENGINE_FACING] {
-            dp.ifaces[1] = iface_flags;
+            dp.set_iface_flags(1, iface_flags);
             let frame = synack(server, 443, &options);
             let before = dp.stats[STATS_MSS_CLAMPED].packets;
             let out = dp.process(&frame, 1, 0);
@@ -323,7 +323,7 @@ fn mss_clamp_lowers_synacks_of_gre_services_and_keeps_the_checksum_right() {
                 .all(|&i| i == at || i == at + 1 || i == 50 || i == 51));
         }
     }
-    dp.ifaces[1] = 0;
+    dp.set_iface_flags(1, 0);
     // Untouched: a smaller MSS, a port the service does not serve, a SYN, no clamp.
     let small = synack(server, 443, &[2, 4, 0x02, 0x18]);
     assert_eq!(dp.process(&small, 1, 0).frame, small);
@@ -344,7 +344,7 @@ fn mss_clamp_lowers_synacks_of_gre_services_and_keeps_the_checksum_right() {
     assert_eq!(fresh(&l2).process(&frame, 1, 0).frame, frame);
     // On an excluded interface nothing is touched.
     let mut dp = fresh(&one_service_config(Method::Gre));
-    dp.ifaces[1] = IFACE_EXCLUDED;
+    dp.set_iface_flags(1, IFACE_EXCLUDED);
     assert_eq!(dp.process(&frame, 1, 0).frame, frame);
 }
 
@@ -461,7 +461,7 @@ fn l2_return_by_engine_mac_is_forwarded_and_counted() {
     let returned = STATS_ENGINE_BASE + STATS_ENGINE_RETURNED;
     for iface_flags in [0, IFACE_ENGINE_FACING] {
         let mut dp = fresh(&config);
-        dp.ifaces[1] = iface_flags;
+        dp.set_iface_flags(1, iface_flags);
         let mut frame = tcp_syn([192, 0, 2, 7], [198, 51, 100, 1], 80);
         frame[6..12].copy_from_slice(&engine_mac);
         let out = dp.process(&frame, 1, 0);

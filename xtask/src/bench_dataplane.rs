@@ -54,12 +54,19 @@ pub struct Options {
     /// Live-frames batch size (64 or more).
     #[arg(long, default_value_t = 64)]
     batch: u32,
-    /// Rounds per row; the median is printed.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per row, each measuring baseline and candidate back to back; the round with
+    /// the median ratio is printed (a virtual machine's speed drifts over seconds, so
+    /// only figures taken side by side compare).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Only (a), the test runs: quick, and no namespaces.
     #[arg(long)]
     test_runs_only: bool,
+    /// Tuning: in (a), time the bench build against another embedded bench object (a
+    /// `redirector-ebpf/src/bpf/<name>.c` that defines REDIRECTOR_BENCH) instead of
+    /// XDP_PASS, round by round, and stop.
+    #[arg(long, value_name = "OBJECT")]
+    versus: Option<String>,
     /// CPU to run on (the receiving veth's softirq runs there too); default the last.
     #[arg(long)]
     cpu: Option<usize>,
@@ -235,6 +242,17 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The (baseline, candidate) round whose ratio candidate / baseline is the median.
+fn median_round(base: &[f64], cand: &[f64]) -> (f64, f64) {
+    let mut rounds: Vec<(f64, f64)> = base.iter().copied().zip(cand.iter().copied()).collect();
+    rounds.sort_by(|x, y| (x.1 / x.0).total_cmp(&(y.1 / y.0)));
+    rounds
+        .get(rounds.len() / 2)
+        .copied()
+        .unwrap_or((f64::NAN, f64::NAN))
+}
+
+/// The median of the rounds.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -270,6 +288,50 @@ fn ns_per_run(program: &Xdp, frames: &[Vec<u8>], repeat: u32, verdict: u32) -> R
     Ok(total / frames.len() as f64)
 }
 
+/// `--versus`: the bench build against another bench object, each row's figure the
+/// median over rounds of (this build's ns) / (the other's ns), measured back to back.
+fn versus(
+    options: &Options,
+    bench: &mut Redirector,
+    other: &str,
+    rows: &[usize],
+    macs: ([u8; 6], [u8; 6]),
+) -> Result<()> {
+    let mut theirs = Redirector::load_object(other)?;
+    theirs.heartbeat(Duration::from_secs(3600))?;
+    println!(
+        "    {:<14} {:>12} {:>12} {:>8}",
+        "services", "other ns", "this ns", "ratio"
+    );
+    for &n in rows {
+        let table = table(n, macs.1, macs.0).compile()?;
+        bench.install(&table)?;
+        theirs.install(&table)?;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
+        let frames: Vec<Vec<u8>> = (0..options.flows)
+            .map(|i| frame(64, macs, &mut rng, dport(n, i, true)))
+            .collect();
+        let (mut base, mut cand) = (Vec::new(), Vec::new());
+        for _ in 0..options.rounds {
+            base.push(ns_per_run(
+                theirs.program()?,
+                &frames,
+                options.repeat,
+                XDP_TX,
+            )?);
+            cand.push(ns_per_run(
+                bench.program()?,
+                &frames,
+                options.repeat,
+                XDP_TX,
+            )?);
+        }
+        let (b, c) = median_round(&base, &cand);
+        println!("    {:<14} {:>12.1} {:>12.1} {:>7.3}x", n, b, c, c / b);
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints the table.
 pub fn run(options: &Options) -> Result<()> {
     if options.repeat < 1_000_000 || options.batch < 64 || options.flows == 0 {
@@ -297,6 +359,9 @@ pub fn run(options: &Options) -> Result<()> {
     let mut pass = EbpfObject::open("xdp_pass")?;
     let mut bench = Redirector::load_object("redirect_bench")?;
     bench.heartbeat(Duration::from_secs(3600))?;
+    if let Some(other) = &options.versus {
+        return versus(options, &mut bench, other, &services_rows, macs);
+    }
     let mut a_ratios = Vec::new();
     for &n in &services_rows {
         bench.install(&table(n, macs.1, macs.0).compile()?)?;
@@ -323,7 +388,7 @@ pub fn run(options: &Options) -> Result<()> {
             let runs = u64::from(options.repeat) * frames.len() as u64;
             checked &= gre_redirects(&mut bench)? - before == runs;
         }
-        let (b, c) = (median(base), median(cand));
+        let (b, c) = median_round(&base, &cand);
         a_ratios.push(c / b);
         println!(
             "    {:<14} {:>12.1} {:>12.1} {:>7.2}x  {}",
@@ -446,7 +511,7 @@ pub fn run(options: &Options) -> Result<()> {
                     ));
                 }
             }
-            let (b, c) = (median(base), median(cand));
+            let (b, c) = median_round(&base, &cand);
             b_mpps.insert((len, n), c);
             out.push(format!(
                 "    {:<22} {:>10.2} {:>10.2} {:>7.2}x  {}",

@@ -102,7 +102,9 @@ fn compile(clang: &OsString, src_dir: &Path, source: &Path, object: &Path) -> Re
     let mut cmd = Command::new(clang);
     // `-target bpf` is host-endian BPF; `-g` is what makes clang emit BTF (.BTF and
     // .BTF.ext), which the loader and the layout check both need.
-    cmd.args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"]);
+    cmd.args([
+        "-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall", "-Werror",
+    ]);
     // Debian keeps <asm/types.h> (pulled in by <linux/types.h>) in the multiarch directory,
     // which clang does not search for the bpf target.
     let multiarch = PathBuf::from(format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH));

@@ -24,3 +24,5 @@ LAYOUT_CHECK(redirector_flow);
 LAYOUT_CHECK(redirector_conn);
 LAYOUT_CHECK(redirector_mac_key);
 LAYOUT_CHECK(redirector_prefix_key);
+LAYOUT_CHECK(redirector_slot);
+LAYOUT_CHECK(redirector_stats);

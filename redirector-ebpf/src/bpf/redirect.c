@@ -16,9 +16,10 @@
 #include "classify.h"
 
 /* The service's failed-open counter, besides the reason; the packet passes. */
-static __always_inline int fail_open(__u32 reason, __u8 service_id, __u64 bytes)
+static __always_inline int fail_open(struct redirector_stats *st, __u32 reason,
+				     __u8 service_id, __u64 bytes)
 {
-	counted_fail_open(reason, service_id, bytes);
+	counted_fail_open(st, reason, service_id, bytes);
 	return XDP_PASS;
 }
 
@@ -41,9 +42,12 @@ static __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 l3_of
 	__u8 *eth, *icmp;
 	struct ipv4 *ip, *orig;
 	__u32 sum = 0, quote = ihl_len + 8;
+	struct redirector_stats *st = cpu_stats();
 
+	if (!st)
+		return XDP_PASS;
 	if (bpf_xdp_adjust_head(ctx, -GRE_OVERHEAD))
-		return done(XDP_PASS, REASON_ADJUST_FAILED, bytes);
+		return done(st, XDP_PASS, REASON_ADJUST_FAILED, bytes);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
@@ -92,10 +96,11 @@ static __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 l3_of
 	sum = (sum & 0xffff) + (sum >> 16);
 	((__u16 *)icmp)[1] = ~sum & 0xffff;
 
-	if (bpf_xdp_adjust_tail(ctx, (int)(l3_off + 28 + quote) -
-					     (int)(data_end - data)))
+	/* The frame is bytes + GRE_OVERHEAD long now; keep l3_off + 28 + quote of
+	 * it (scalars only: no arithmetic on the packet pointers). */
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3_off + quote) - (int)bytes))
 		return XDP_ABORTED;
-	return done(XDP_TX, REASON_TOO_BIG_DF, bytes);
+	return done(st, XDP_TX, REASON_TOO_BIG_DF, bytes);
 }
 
 /*
@@ -104,28 +109,27 @@ static __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 l3_of
  * for the engine. eth: 14 bytes checked. A subprogram, to keep this path out
  * of the common path's registers.
  */
-static __attribute__((noinline)) int l2_returned(__u8 *eth, __u32 saddr, __u32 slot,
+static __attribute__((noinline)) int l2_returned(__u8 *eth, __u32 saddr,
+						 const struct redirector_slot *t, __u32 slot,
 						 __u64 bytes)
 {
 	__u32 low = ((__u32)eth[10] << 8) | eth[11];
-	__u32 word = slot * FILTER_WORDS + (low >> 6);
-	__u64 *w = bpf_map_lookup_elem(&mac_filter, &word);
 	struct redirector_mac_key mk = { .slot = slot };
-	struct redirector_engine *eng;
-	__u32 *idx, e, k2;
+	__u32 *idx, e;
+	struct redirector_stats *st = cpu_stats();
 
-	if (!w || !((*w >> (low & 63)) & 1))
+	if (!st)
+		return 0;
+	if (!((t->mac_filter[low >> 6] >> (low & 63)) & 1))
 		return 0;
 	__builtin_memcpy(mk.mac, eth + 6, 6);
 	idx = bpf_map_lookup_elem(&engine_macs, &mk);
 	if (!idx)
 		return 0;
 	e = *idx & (MAX_ENGINES - 1);
-	k2 = slot * MAX_ENGINES + e;
-	eng = bpf_map_lookup_elem(&engines, &k2);
-	if (!eng || eng->addr == saddr)
+	if (t->engines[e].addr == saddr)
 		return 0;
-	count(STATS_ENGINE_BASE + e * STATS_PER_ENGINE + STATS_ENGINE_RETURNED, bytes);
+	count(st, STATS_ENGINE_BASE + e * STATS_PER_ENGINE + STATS_ENGINE_RETURNED, bytes);
 	return 1;
 }
 
@@ -134,7 +138,7 @@ static __attribute__((noinline)) int l2_returned(__u8 *eth, __u32 saddr, __u32 s
  * without redirect header) and hands the original packet to the stack;
  * anything else from an engine passes untouched.
  */
-static __always_inline int packet_return(struct xdp_md *ctx, __u32 l3_off,
+static __always_inline int packet_return(struct redirector_stats *st, struct xdp_md *ctx, __u32 l3_off,
 					 __u32 ihl_len, __u32 frag, __u32 engine,
 					 __u64 bytes)
 {
@@ -144,12 +148,12 @@ static __always_inline int packet_return(struct xdp_md *ctx, __u32 l3_off,
 	__u8 *gre;
 
 	if (frag)
-		return done(XDP_PASS, REASON_RETURN_BAD, bytes);
+		return done(st, XDP_PASS, REASON_RETURN_BAD, bytes);
 	gre = data + l3_off + ihl_len;
 	if ((void *)(gre + 5) > data_end)
-		return done(XDP_PASS, REASON_RETURN_BAD, bytes);
+		return done(st, XDP_PASS, REASON_RETURN_BAD, bytes);
 	if (gre[0] != 0 || gre[1] != 0 || gre[2] != 0x88 || gre[3] != 0x3e)
-		return done(XDP_PASS, REASON_RETURN_BAD, bytes);
+		return done(st, XDP_PASS, REASON_RETURN_BAD, bytes);
 	if ((gre[4] >> 4) != 4)
 		remove += 4;
 	/* The inner IPv4 header, at least its fixed part. */
@@ -157,9 +161,9 @@ static __always_inline int packet_return(struct xdp_md *ctx, __u32 l3_off,
 		__u8 *inner = gre + (remove - ihl_len);
 
 		if ((void *)(inner + 20) > data_end)
-			return done(XDP_PASS, REASON_RETURN_BAD, bytes);
+			return done(st, XDP_PASS, REASON_RETURN_BAD, bytes);
 		if ((inner[0] >> 4) != 4)
-			return done(XDP_PASS, REASON_RETURN_BAD, bytes);
+			return done(st, XDP_PASS, REASON_RETURN_BAD, bytes);
 	}
 	/* Move the Ethernet header (with its tags) up against the inner packet;
 	 * remove >= 28 > l3_off, so the copies never overlap. */
@@ -168,7 +172,7 @@ static __always_inline int packet_return(struct xdp_md *ctx, __u32 l3_off,
 		__u8 *to = data + remove;
 
 		if ((void *)(to + 22) > data_end || (void *)(eth + 22) > data_end)
-			return done(XDP_PASS, REASON_RETURN_BAD, bytes);
+			return done(st, XDP_PASS, REASON_RETURN_BAD, bytes);
 		__builtin_memcpy(to, eth, 14);
 		if (l3_off >= 18)
 			__builtin_memcpy(to + 14, eth + 14, 4);
@@ -176,11 +180,11 @@ static __always_inline int packet_return(struct xdp_md *ctx, __u32 l3_off,
 			__builtin_memcpy(to + 18, eth + 18, 4);
 	}
 	if (bpf_xdp_adjust_head(ctx, (int)remove))
-		return done(XDP_PASS, REASON_ADJUST_FAILED, bytes);
-	count(STATS_ENGINE_BASE + (engine & (MAX_ENGINES - 1)) * STATS_PER_ENGINE +
+		return done(st, XDP_PASS, REASON_ADJUST_FAILED, bytes);
+	count(st, STATS_ENGINE_BASE + (engine & (MAX_ENGINES - 1)) * STATS_PER_ENGINE +
 		      STATS_ENGINE_RETURNED,
 	      bytes);
-	return done(XDP_PASS, REASON_RETURN_GRE, bytes);
+	return done(st, XDP_PASS, REASON_RETURN_GRE, bytes);
 }
 
 SEC("xdp")
@@ -194,52 +198,59 @@ int xdp_redirect(struct xdp_md *ctx)
 	struct ipv4 *ip;
 	__u32 ihl_len, slot, iface_flags = 0, frag;
 	struct redirector_control *ctl;
+	const struct redirector_slot *t;
+	struct redirector_stats *st = cpu_stats();
 
+	if (!st)
+		return XDP_PASS;
 	if (data + 14 > data_end)
-		return done(XDP_PASS, REASON_MALFORMED, bytes);
+		return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 	proto = ((__u16 *)data)[6];
 	if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
 		if (data + 18 > data_end)
-			return done(XDP_PASS, REASON_MALFORMED, bytes);
+			return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 		proto = ((__u16 *)data)[8];
 		l3_off = 18;
 		if (proto == bpf_htons(ETH_P_8021Q_)) {
 			if (data + 22 > data_end)
-				return done(XDP_PASS, REASON_MALFORMED, bytes);
+				return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 			proto = ((__u16 *)data)[10];
 			l3_off = 22;
 		}
 	}
 	if (proto != bpf_htons(ETH_P_IP))
-		return done(XDP_PASS, REASON_NOT_IPV4, bytes);
+		return done(st, XDP_PASS, REASON_NOT_IPV4, bytes);
 
 	ip = data + l3_off;
 	if ((void *)(ip + 1) > data_end)
-		return done(XDP_PASS, REASON_MALFORMED, bytes);
+		return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 	if ((ip->ver_ihl >> 4) != 4 || (ip->ver_ihl & 0xf) < 5)
-		return done(XDP_PASS, REASON_MALFORMED, bytes);
+		return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 	ihl_len = (ip->ver_ihl & 0xf) * 4;
 	if ((void *)ip + ihl_len > data_end)
-		return done(XDP_PASS, REASON_MALFORMED, bytes);
+		return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 	if (bpf_ntohs(ip->tot_len) < ihl_len ||
 	    (void *)ip + bpf_ntohs(ip->tot_len) > data_end)
-		return done(XDP_PASS, REASON_MALFORMED, bytes);
+		return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 	frag = ip->frag_off & bpf_htons(IP_MF | IP_OFFSET);
 
 	ctl = bpf_map_lookup_elem(&control, &zero);
 	if (!ctl || !(ctl->flags & CONTROL_ENABLED))
-		return done(XDP_PASS, REASON_DISABLED, bytes);
+		return done(st, XDP_PASS, REASON_DISABLED, bytes);
 	slot = ctl->generation & 1;
+	t = bpf_map_lookup_elem(&slots, &slot);
+	if (!t)
+		return done(st, XDP_PASS, REASON_DISABLED, bytes);
 
 	if (ip->protocol == IPPROTO_GRE) {
 		struct redirector_engine_key ek = { .slot = slot, .addr = ip->saddr };
 		__u32 *engine = bpf_map_lookup_elem(&engine_addrs, &ek);
 
 		if (engine)
-			return packet_return(ctx, l3_off, ihl_len, frag, *engine, bytes);
+			return packet_return(st, ctx, l3_off, ihl_len, frag, *engine, bytes);
 	}
 
-	if (ctx->ingress_ifindex < MAX_IFINDEX) {
+	if ((ctl->flags & CONTROL_IFACES) && ctx->ingress_ifindex < MAX_IFINDEX) {
 		__u32 ifindex = ctx->ingress_ifindex;
 		__u32 *f = bpf_map_lookup_elem(&ifaces, &ifindex);
 
@@ -247,7 +258,7 @@ int xdp_redirect(struct xdp_md *ctx)
 			iface_flags = *f;
 	}
 	if (iface_flags & IFACE_EXCLUDED)
-		return done(XDP_PASS, REASON_EXCLUDED, bytes);
+		return done(st, XDP_PASS, REASON_EXCLUDED, bytes);
 
 	/*
 	 * SYN-ACKs toward the clients of GRE services are MSS-clamped wherever
@@ -261,34 +272,35 @@ int xdp_redirect(struct xdp_md *ctx)
 	/* L2 return: from the MAC of an engine that returns at L2, and not from
 	 * its own address (its own connections are told apart later). Only when
 	 * the slot has such engines, then behind the MAC filter. */
-	if ((ctl->flags & (CONTROL_L2_RETURN << slot)) && l2_returned(data, ip->saddr, slot, bytes)) {
-		clamp_if_synack(ip, ihl_len, data_end, slot, frag, bytes);
-		return done(XDP_PASS, REASON_RETURN_L2, bytes);
+	if ((ctl->flags & (CONTROL_L2_RETURN << slot)) &&
+	    l2_returned(data, ip->saddr, t, slot, bytes)) {
+		clamp_if_synack(st, ip, ihl_len, data_end, t, frag, bytes);
+		return done(st, XDP_PASS, REASON_RETURN_L2, bytes);
 	}
 
 	if (iface_flags & IFACE_ENGINE_FACING) {
-		clamp_if_synack(ip, ihl_len, data_end, slot, frag, bytes);
-		return done(XDP_PASS, REASON_ENGINE_FACING, bytes);
+		clamp_if_synack(st, ip, ihl_len, data_end, t, frag, bytes);
+		return done(st, XDP_PASS, REASON_ENGINE_FACING, bytes);
 	}
 	if (frag)
-		return done(XDP_PASS, REASON_FRAGMENT, bytes);
+		return done(st, XDP_PASS, REASON_FRAGMENT, bytes);
 
 	struct redirect_decision d;
 	struct redirector_flow flow;
-	int classified = classify(ip, ihl_len, data_end, slot, ctl, bytes, 1, &d, &flow);
+	int classified = classify(st, ip, ihl_len, data_end, t, slot, ctl, bytes, 1, &d, &flow);
 
 	if (classified != CLASSIFY_REDIRECT)
 		return XDP_PASS;
-	struct redirector_engine *eng = d.eng;
+	const struct redirector_engine *eng = d.eng;
 	__u8 service_id = d.service_id;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
 
 	if (eng->method == METHOD_GRE && eng->mtu &&
 	    tot_len + GRE_OVERHEAD > eng->mtu) {
 		if (!(ip->frag_off & bpf_htons(IP_DF)))
-			return fail_open(REASON_TOO_BIG, service_id, bytes);
+			return fail_open(st, REASON_TOO_BIG, service_id, bytes);
 		if ((void *)ip + ICMP_QUOTE_MIN > data_end)
-			return fail_open(REASON_TOO_BIG_DF, service_id, bytes);
+			return fail_open(st, REASON_TOO_BIG_DF, service_id, bytes);
 		return frag_needed(ctx, l3_off, ihl_len, eng, bytes);
 	}
 
@@ -297,53 +309,44 @@ int xdp_redirect(struct xdp_md *ctx)
 	__u32 reason;
 
 	if (eng->method == METHOD_L2) {
-		__u8 *eth = data;
-
-		__builtin_memcpy(eth, eng->dst_mac, 6);
-		__builtin_memcpy(eth + 6, eng->src_mac, 6);
+		put_engine_macs(data, eng);
 		reason = REASON_REDIRECT_L2;
 	} else {
 		/* Header fields read before the frame moves. */
-		struct ipv4 outer;
-		__u8 macs[12];
+		__u8 tos = ip->tos;
+		__u16 df = ip->frag_off & bpf_htons(IP_DF) ? IP_DF : 0;
 #ifdef REDIRECTOR_BENCH
-		__u8 saved_eth[14];
-
-		if ((void *)((__u8 *)data + 14) > data_end)
-			return XDP_ABORTED;
-		__builtin_memcpy(saved_eth, data, 14);
+		__u64 saved_eth0 = *(__u64 *)data;
+		__u32 saved_eth8 = *(__u32 *)((__u8 *)data + 8);
+		__u16 saved_eth12 = *(__u16 *)((__u8 *)data + 12);
 #endif
 
-		gre_outer(&outer, &d, tot_len, ip->tos, ip->frag_off & bpf_htons(IP_DF));
-		__builtin_memcpy(macs, eng->dst_mac, 6);
-		__builtin_memcpy(macs + 6, eng->src_mac, 6);
 		if (bpf_xdp_adjust_head(ctx, (int)l3_off - ENCAP_LEN))
-			return fail_open(REASON_ADJUST_FAILED, service_id, bytes);
+			return fail_open(st, REASON_ADJUST_FAILED, service_id, bytes);
 		data = (void *)(long)ctx->data;
 		data_end = (void *)(long)ctx->data_end;
 		if (data + ENCAP_LEN > data_end)
 			return XDP_ABORTED;
 		__u8 *p = data;
 
-		__builtin_memcpy(p, macs, 12);
-		p[12] = 0x08;
-		p[13] = 0x00;
-		__builtin_memcpy(p + 14, &outer, 20);
-		gre_headers(p + 34, &d);
+		put_engine_macs(p, eng);
+		put_gre_headers(p, &d, tot_len, tos, df);
 		reason = REASON_REDIRECT_GRE;
 #ifdef REDIRECTOR_BENCH
 		/* Bench-only build (redirect_bench.c): put the frame back as it came,
 		 * so that BPF_PROG_TEST_RUN's repeat runs the whole redirect path on
 		 * the same input every time instead of on its own GRE output. */
 		if (l3_off == 14) {
-			__builtin_memcpy(p + GRE_OVERHEAD, saved_eth, 14);
+			put64(p + GRE_OVERHEAD, saved_eth0);
+			put32(p + GRE_OVERHEAD + 8, saved_eth8);
+			put16(p + GRE_OVERHEAD + 12, saved_eth12);
 			if (bpf_xdp_adjust_head(ctx, GRE_OVERHEAD))
 				return XDP_ABORTED;
 		}
 #endif
 	}
 
-	count_redirected(&d, reason, bytes);
+	count_redirected(st, &d, reason, bytes);
 	if (eng->ifindex == 0)
 		return XDP_TX;
 	return bpf_redirect(eng->ifindex, 0);
@@ -362,41 +365,49 @@ int xdp_redirect(struct xdp_md *ctx)
 SEC("classifier")
 int tc_redirect_out(struct __sk_buff *skb)
 {
+	struct redirector_stats *st = cpu_stats();
+
+	if (!st)
+		return TC_ACT_OK;
 	/* A forwarded skb often keeps its payload in page fragments; the checks
 	 * below (as at XDP) need the whole packet in the linear part. Only such
 	 * packets pay for the pull. */
 	if ((long)skb->data_end - (long)skb->data < (long)skb->len &&
 	    bpf_skb_pull_data(skb, skb->len))
-		return done(TC_ACT_OK, REASON_MALFORMED, skb->len);
+		return done(st, TC_ACT_OK, REASON_MALFORMED, skb->len);
 
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u64 bytes = data_end - data;
 	__u32 zero = 0, ihl_len, slot, iface_flags = 0, tot_len;
 	struct redirector_control *ctl;
+	const struct redirector_slot *t;
 	struct ipv4 *ip;
 
 	if (data + 14 > data_end)
-		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+		return done(st, TC_ACT_OK, REASON_MALFORMED, bytes);
 	if (((__u16 *)data)[6] != bpf_htons(ETH_P_IP))
-		return done(TC_ACT_OK, REASON_NOT_IPV4, bytes);
+		return done(st, TC_ACT_OK, REASON_NOT_IPV4, bytes);
 	ip = data + 14;
 	if ((void *)(ip + 1) > data_end)
-		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+		return done(st, TC_ACT_OK, REASON_MALFORMED, bytes);
 	if ((ip->ver_ihl >> 4) != 4 || (ip->ver_ihl & 0xf) < 5)
-		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+		return done(st, TC_ACT_OK, REASON_MALFORMED, bytes);
 	ihl_len = (ip->ver_ihl & 0xf) * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
 	if ((void *)ip + ihl_len > data_end || tot_len < ihl_len ||
 	    (void *)ip + tot_len > data_end)
-		return done(TC_ACT_OK, REASON_MALFORMED, bytes);
+		return done(st, TC_ACT_OK, REASON_MALFORMED, bytes);
 
 	ctl = bpf_map_lookup_elem(&control, &zero);
 	if (!ctl || !(ctl->flags & CONTROL_ENABLED))
-		return done(TC_ACT_OK, REASON_DISABLED, bytes);
+		return done(st, TC_ACT_OK, REASON_DISABLED, bytes);
 	slot = ctl->generation & 1;
+	t = bpf_map_lookup_elem(&slots, &slot);
+	if (!t)
+		return done(st, TC_ACT_OK, REASON_DISABLED, bytes);
 
-	if (skb->ingress_ifindex < MAX_IFINDEX) {
+	if ((ctl->flags & CONTROL_IFACES) && skb->ingress_ifindex < MAX_IFINDEX) {
 		__u32 ifindex = skb->ingress_ifindex;
 		__u32 *f = bpf_map_lookup_elem(&ifaces, &ifindex);
 
@@ -404,25 +415,25 @@ int tc_redirect_out(struct __sk_buff *skb)
 			iface_flags = *f;
 	}
 	if (iface_flags & IFACE_EXCLUDED)
-		return done(TC_ACT_OK, REASON_EXCLUDED, bytes);
+		return done(st, TC_ACT_OK, REASON_EXCLUDED, bytes);
 	if (iface_flags & IFACE_ENGINE_FACING)
-		return done(TC_ACT_OK, REASON_ENGINE_FACING, bytes);
+		return done(st, TC_ACT_OK, REASON_ENGINE_FACING, bytes);
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return done(TC_ACT_OK, REASON_FRAGMENT, bytes);
+		return done(st, TC_ACT_OK, REASON_FRAGMENT, bytes);
 
 	struct redirect_decision d;
 	struct redirector_flow flow;
 
-	if (classify(ip, ihl_len, data_end, slot, ctl, bytes, 0, &d, &flow) !=
+	if (classify(st, ip, ihl_len, data_end, t, slot, ctl, bytes, 0, &d, &flow) !=
 	    CLASSIFY_REDIRECT)
 		return TC_ACT_OK;
-	struct redirector_engine *eng = d.eng;
+	const struct redirector_engine *eng = d.eng;
 
 	/* A GSO packet is many packets of the size that was checked; our GRE is
 	 * not one the kernel can segment. */
 	if (eng->method == METHOD_GRE &&
 	    ((eng->mtu && tot_len + GRE_OVERHEAD > eng->mtu) || skb->gso_segs > 1)) {
-		counted_fail_open(ip->frag_off & bpf_htons(IP_DF) ? REASON_TOO_BIG_DF :
+		counted_fail_open(st, ip->frag_off & bpf_htons(IP_DF) ? REASON_TOO_BIG_DF :
 								     REASON_TOO_BIG,
 				  d.service_id, bytes);
 		return TC_ACT_OK;
@@ -430,39 +441,31 @@ int tc_redirect_out(struct __sk_buff *skb)
 	remember_syn(&d, &flow);
 
 	__u32 reason;
-	__u8 macs[12];
 
-	__builtin_memcpy(macs, eng->dst_mac, 6);
-	__builtin_memcpy(macs + 6, eng->src_mac, 6);
 	if (eng->method == METHOD_L2) {
 		reason = REASON_REDIRECT_L2;
 	} else {
-		struct ipv4 outer;
+		__u8 tos = ip->tos;
+		__u16 df = ip->frag_off & bpf_htons(IP_DF) ? IP_DF : 0;
 
-		gre_outer(&outer, &d, tot_len, ip->tos, ip->frag_off & bpf_htons(IP_DF));
 		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
-			counted_fail_open(REASON_ADJUST_FAILED, d.service_id, bytes);
+			counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
 			return TC_ACT_OK;
 		}
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 		if (data + ENCAP_LEN > data_end)
 			return TC_ACT_SHOT;
-		__u8 *p = data;
-
-		p[12] = 0x08;
-		p[13] = 0x00;
-		__builtin_memcpy(p + 14, &outer, 20);
-		gre_headers(p + 34, &d);
+		put_gre_headers(data, &d, tot_len, tos, df);
 		reason = REASON_REDIRECT_GRE;
 	}
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	if (data + 14 > data_end)
 		return TC_ACT_SHOT;
-	__builtin_memcpy(data, macs, 12);
+	put_engine_macs(data, eng);
 
-	count_redirected(&d, reason, bytes);
+	count_redirected(st, &d, reason, bytes);
 	/* Engine index 0 in ifindex: out of the interface it was leaving by. */
 	if (eng->ifindex == 0)
 		return TC_ACT_OK;

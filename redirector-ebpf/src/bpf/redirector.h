@@ -6,32 +6,34 @@
  * Rust tests can compare sizes and field offsets. Every constant here has a
  * twin of the same name in redirector-ebpf/src/layout.rs.
  *
- * Map layout (all per-packet lookups on the common path are ARRAY maps, which
- * the kernel inlines into the program: no helper call, no hashing):
+ * Map layout. A packet on the common path does three lookups, all in ARRAY
+ * maps, which the kernel inlines (no helper call, no hashing): control, its
+ * interface's flags, and its table slot, which holds everything
+ * classification indexes:
  *
  *   control[1]            generation, heartbeat, grace, enabled, which slots
  *                         have L2-return engines
  *   ifaces[MAX_IFINDEX]   per-ingress-interface flags (exclude, engine-facing)
- *   ports[2 slots][2 protocols][65536 ports]
- *                         best-priority service matching the port as a
- *                         destination port and as a source port
- *   tables[2 slots]       best service of those that match any port; the
- *                         slot's MSS clamp
- *   services[2 slots][256 ranks]
- *   buckets[2 slots][256 ranks][256 buckets or mask values]
- *   engines[2 slots][256 engine indices]
- *   engine_filter[2 slots][1024 words]
+ *   slots[2]              struct redirector_slot, one table each:
+ *     header              best service of those that match any port; the
+ *                         slot's MSS clamp; whether any service matches
+ *                         source ports (else they are not looked at)
+ *     engine_filter[1024 words]
  *                         65536-bit filter of engine source addresses (low 16
  *                         bits), so that only candidates pay a hash lookup
- *   engine_addrs          HASH {slot, address} -> engine index (returns, and
- *                         the engines' own connections)
- *   mac_filter[2 slots][1024 words]
+ *     mac_filter[1024 words]
  *                         65536-bit filter of the MACs of L2-return engines
  *                         (last two bytes): the same trick. Read only when the
  *                         control record's CONTROL_L2_RETURN bit for the slot
- *                         says there are such engines: otherwise the L2
- *                         return check is one bit test of a record every
- *                         packet reads anyway
+ *                         says there are such engines
+ *     services[256 ranks]
+ *     engines[256 engine indices]
+ *     buckets[256 ranks][256 buckets or mask values]
+ *     ports[2 protocols][65536 ports]
+ *                         best-priority service matching the port as a
+ *                         destination port and as a source port
+ *   engine_addrs          HASH {slot, address} -> engine index (returns, and
+ *                         the engines' own connections)
  *   engine_macs           HASH {slot, MAC} -> engine index (L2 return)
  *   prefixes              LPM_TRIE {slot, rank, address/len} -> PREFIX_*:
  *                         the redirect and skip lists. Keyed by slot like
@@ -98,6 +100,9 @@
  * record every packet reads anyway, so that tables without them pay nothing
  * for the L2 return check; written with the generation it belongs to. */
 #define CONTROL_L2_RETURN 0x2
+/* Some interface has flags in ifaces[]: otherwise the ingress interface is not
+ * even read (at XDP it is three dependent loads away). */
+#define CONTROL_IFACES 0x8
 
 /* ifaces[] values */
 #define IFACE_EXCLUDED 0x1      /* never redirect traffic arriving here */
@@ -119,6 +124,9 @@
 #define PREFIX_KEY_BITS 32
 /* Prefixes per table slot. */
 #define MAX_PREFIXES 16384
+
+/* table.flags */
+#define TABLE_SRC_PORTS 0x1 /* a service matches source ports: look them up */
 
 /* bucket.flags */
 #define BUCKET_ASSIGNED 0x1  /* engine is meaningful */
@@ -181,12 +189,12 @@
 
 /* stats[] index layout. */
 #define STATS_SERVICE_BASE REASONS /* + service id * STATS_PER_SERVICE + kind */
-#define STATS_PER_SERVICE 4
+#define STATS_PER_SERVICE 3
 #define STATS_SERVICE_REDIRECTED 0
 #define STATS_SERVICE_FAILED_OPEN 1
 #define STATS_SERVICE_SKIPPED 2 /* by its skip or redirect list */
 #define STATS_ENGINE_BASE (STATS_SERVICE_BASE + 256 * STATS_PER_SERVICE)
-#define STATS_PER_ENGINE 4
+#define STATS_PER_ENGINE 3
 #define STATS_ENGINE_REDIRECTED 0
 #define STATS_ENGINE_RETURNED 1
 #define STATS_ENGINE_CONN_HITS 2
@@ -197,6 +205,13 @@
 struct redirector_counters {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Every counter of one CPU: the one value of the per-CPU stats map, indexed as
+ * above. 25 KiB, within the 32 KiB a per-CPU value may have. Rust twin:
+ * layout::StatsBlock. */
+struct redirector_stats {
+	struct redirector_counters c[STATS_ENTRIES];
 };
 
 /* The one control record, control[0]. Rust twin: layout::Control. */
@@ -216,7 +231,7 @@ struct redirector_control {
 	__u32 flags;
 };
 
-/* ports[] value. Rust twin: layout::PortEntry. */
+/* slots[].ports[] value. Rust twin: layout::PortEntry. */
 struct redirector_port {
 	/* Preference of the best service matching this destination port. */
 	__u16 dst_pref;
@@ -224,7 +239,7 @@ struct redirector_port {
 	__u16 src_pref;
 };
 
-/* tables[] value. Rust twin: layout::TableHeader. */
+/* slots[].header. Rust twin: layout::TableHeader. */
 struct redirector_table {
 	/* Preference of the best service of each protocol matching any port. */
 	__u16 any_pref[PORT_PROTOCOLS];
@@ -233,9 +248,12 @@ struct redirector_table {
 	/* Largest MSS a SYN-ACK of a SERVICE_MSS_CLAMP service may announce;
 	 * 0: no clamping. */
 	__u16 mss_clamp;
+	/* TABLE_* */
+	__u16 flags;
+	__u16 reserved[3];
 };
 
-/* services[] value. Rust twin: layout::ServiceEntry. */
+/* slots[].services[] value. Rust twin: layout::ServiceEntry. */
 struct redirector_service {
 	/* WCCP service flags (SF_*). */
 	__u32 flags;
@@ -252,7 +270,7 @@ struct redirector_service {
 	__u8 mask_pos[MASK_POSITIONS];
 };
 
-/* buckets[] value. Rust twin: layout::BucketEntry. */
+/* slots[].buckets[] value. Rust twin: layout::BucketEntry. */
 struct redirector_bucket {
 	/* Engine index when BUCKET_ASSIGNED. */
 	__u8 engine;
@@ -260,7 +278,7 @@ struct redirector_bucket {
 	__u8 flags;
 };
 
-/* engines[] value. Rust twin: layout::EngineEntry. */
+/* slots[].engines[] value. Rust twin: layout::EngineEntry. */
 struct redirector_engine {
 	/* Engine address, network order: outer destination, and identity. */
 	__u32 addr;
@@ -307,6 +325,30 @@ struct redirector_prefix_key {
 	__u8 reserved[2];
 	/* Network order. */
 	__u32 addr;
+};
+
+/*
+ * One table slot, the value of slots[slot]: everything classification reads
+ * by index, in one map value, so that a packet pays one map lookup for all of
+ * it (every lookup is a call to the compiler, which spills the live registers
+ * around it) and the controller writes a whole slot in one system call. Small
+ * and hot parts first; the port table, 512 KiB, last. Rust twin:
+ * layout::SlotLayout.
+ */
+struct redirector_slot {
+	struct redirector_table header;
+	/* Bit (addr & 0xffff) of the engines' addresses, host order: a packet
+	 * whose source hits it is checked against engine_addrs. */
+	__u64 engine_filter[FILTER_WORDS];
+	/* Bit (last two MAC bytes) of L2-return engines' MACs, before engine_macs. */
+	__u64 mac_filter[FILTER_WORDS];
+	/* By rank: MAX_SERVICES - preference. */
+	struct redirector_service services[MAX_SERVICES];
+	struct redirector_engine engines[MAX_ENGINES];
+	/* [rank * BUCKETS + bucket or mask value] */
+	struct redirector_bucket buckets[MAX_SERVICES * BUCKETS];
+	/* [protocol * PORTS + port] */
+	struct redirector_port ports[PORT_PROTOCOLS * PORTS];
 };
 
 /* conns key: a TCP flow as the client sends it. Rust twin: layout::FlowKey. */

@@ -190,43 +190,29 @@ impl PlaneView {
     }
 }
 
-fn array<V: aya::Pod>(root: &Path, name: &str) -> Result<aya::maps::Array<aya::maps::MapData, V>> {
-    let path = root.join("maps").join(name);
-    let data = aya::maps::MapData::from_pin(&path)
-        .with_context(|| format!("opening pinned map {}", path.display()))?;
-    let map = aya::maps::Map::from_map_data(data).with_context(|| format!("map {name}"))?;
-    aya::maps::Array::try_from(map).with_context(|| format!("map {name} as an array"))
-}
-
 /// Reads the active table of the data plane pinned at `pin_root` (the maps the XDP
 /// program reads), independently of the controller.
 pub fn read_plane(pin_root: &Path) -> Result<PlaneView> {
     use redirector_ebpf::layout::*;
-    let control: Control = array::<Control>(pin_root, "control")?.get(&0, 0)?;
-    let slot = (control.generation & 1) as u32;
-    let header: TableHeader = array::<TableHeader>(pin_root, "tables")?.get(&slot, 0)?;
-    let services = array::<ServiceEntry>(pin_root, "services")?;
-    let buckets = array::<BucketEntry>(pin_root, "buckets")?;
-    let engines = array::<EngineEntry>(pin_root, "engines")?;
+    let (control, table) = redirector_ebpf::read_pinned_table(pin_root)
+        .with_context(|| format!("reading the data plane pinned at {}", pin_root.display()))?;
     let mut out = Vec::new();
-    for rank in 0..u32::from(header.services) {
-        let s = services.get(&(slot * MAX_SERVICES as u32 + rank), 0)?;
+    for rank in 0..usize::from(table.header.services) {
+        let s = table.services[rank];
         let mask = s.options & SERVICE_MASK != 0;
         let count = if mask {
             1usize << s.mask_pos.iter().filter(|&&p| p != NO_POSITION).count()
         } else {
             BUCKETS
         };
-        let base = slot * (MAX_SERVICES * BUCKETS) as u32 + rank * BUCKETS as u32;
         let mut slots = Vec::with_capacity(count);
         let mut methods = BTreeMap::new();
-        for b in 0..count as u32 {
-            let e = buckets.get(&(base + b), 0)?;
+        for e in &table.buckets[rank * BUCKETS..rank * BUCKETS + count] {
             if e.flags & BUCKET_ASSIGNED == 0 {
                 slots.push(None);
                 continue;
             }
-            let eng = engines.get(&(slot * MAX_ENGINES as u32 + u32::from(e.engine)), 0)?;
+            let eng = table.engines[usize::from(e.engine)];
             let addr = Ipv4Addr::from(eng.addr.to_ne_bytes());
             methods.insert(addr, eng.method);
             slots.push(Some(addr));

@@ -813,18 +813,18 @@ impl Rng {
 /// Counters of the router's data plane by reason, read from the pinned `stats` map (the
 /// per-reason verdicts are not in `show`).
 pub fn router_reasons(pin_root: &Path) -> Result<BTreeMap<String, u64>> {
-    use redirector_ebpf::layout::Counters;
+    use redirector_ebpf::layout::StatsBlock;
     use redirector_ebpf::model::Reason;
     let path = pin_root.join("maps").join("stats");
     let data = aya::maps::MapData::from_pin(&path)
         .with_context(|| format!("opening pinned map {}", path.display()))?;
     let map = aya::maps::Map::from_map_data(data)?;
-    let stats: aya::maps::PerCpuArray<aya::maps::MapData, Counters> =
+    let stats: aya::maps::PerCpuArray<aya::maps::MapData, StatsBlock> =
         aya::maps::PerCpuArray::try_from(map)?;
+    let per_cpu = stats.get(&0, 0)?;
     let mut out = BTreeMap::new();
     for r in Reason::ALL {
-        let per_cpu = stats.get(&(r as u32), 0)?;
-        let n: u64 = per_cpu.iter().map(|c| c.packets).sum();
+        let n: u64 = per_cpu.iter().map(|b| b.c[r as usize].packets).sum();
         if n != 0 {
             out.insert(format!("{r:?}"), n);
         }

@@ -1563,29 +1563,13 @@ impl Run<'_> {
 /// flag that makes the XDP program keep a flow on the engine that took its SYN), read from
 /// the pinned maps themselves rather than from the controller's word.
 fn sticky_buckets(pin_root: &Path) -> Result<usize> {
-    use redirector_ebpf::layout::{BucketEntry, Control, BUCKETS, BUCKET_STICKY, MAX_SERVICES};
-    fn array<V: aya::Pod>(
-        root: &Path,
-        name: &str,
-    ) -> Result<aya::maps::Array<aya::maps::MapData, V>> {
-        let path = root.join("maps").join(name);
-        let data = aya::maps::MapData::from_pin(&path)
-            .with_context(|| format!("opening pinned map {}", path.display()))?;
-        let map = aya::maps::Map::from_map_data(data)?;
-        Ok(aya::maps::Array::try_from(map)?)
-    }
-    let control: Control = array::<Control>(pin_root, "control")?.get(&0, 0)?;
-    let slot = control.generation & 1;
-    let buckets = array::<BucketEntry>(pin_root, "buckets")?;
+    use redirector_ebpf::layout::{BUCKETS, BUCKET_STICKY};
+    let (_, table) = redirector_ebpf::read_pinned_table(pin_root)?;
     // The lab's router has one service: rank 0.
-    let base = slot * (MAX_SERVICES * BUCKETS) as u32;
-    let mut n = 0;
-    for b in 0..BUCKETS as u32 {
-        if buckets.get(&(base + b), 0)?.flags & BUCKET_STICKY != 0 {
-            n += 1;
-        }
-    }
-    Ok(n)
+    Ok(table.buckets[..BUCKETS]
+        .iter()
+        .filter(|b| b.flags & BUCKET_STICKY != 0)
+        .count())
 }
 
 /// Long-lived flows that broke in `[from, to]`.
