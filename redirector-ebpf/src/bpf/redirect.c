@@ -193,7 +193,7 @@ int xdp_redirect(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 bytes = data_end - data;
-	__u32 zero = 0, l3_off = 14;
+	__u32 l3_off = 14;
 	__u16 proto;
 	struct ipv4 *ip;
 	__u32 ihl_len, slot, iface_flags = 0, frag;
@@ -234,7 +234,7 @@ int xdp_redirect(struct xdp_md *ctx)
 		return done(st, XDP_PASS, REASON_MALFORMED, bytes);
 	frag = ip->frag_off & bpf_htons(IP_MF | IP_OFFSET);
 
-	ctl = bpf_map_lookup_elem(&control, &zero);
+	ctl = bpf_map_lookup_elem(&control, &key_zero);
 	if (!ctl || !(ctl->flags & CONTROL_ENABLED))
 		return done(st, XDP_PASS, REASON_DISABLED, bytes);
 	slot = ctl->generation & 1;
@@ -306,11 +306,11 @@ int xdp_redirect(struct xdp_md *ctx)
 
 	remember_syn(&d, &flow);
 
-	__u32 reason;
+	__u32 ifindex = eng->ifindex;
 
 	if (eng->method == METHOD_L2) {
 		put_engine_macs(data, eng);
-		reason = REASON_REDIRECT_L2;
+		count_redirected(st, &d, REASON_REDIRECT_L2, bytes);
 	} else {
 		/* Header fields read before the frame moves. */
 		__u8 tos = ip->tos;
@@ -329,9 +329,8 @@ int xdp_redirect(struct xdp_md *ctx)
 			return XDP_ABORTED;
 		__u8 *p = data;
 
-		put_engine_macs(p, eng);
-		put_gre_headers(p, &d, tot_len, tos, df);
-		reason = REASON_REDIRECT_GRE;
+		put_gre_encap(p, &d, tot_len, tos, df);
+		count_redirected(st, &d, REASON_REDIRECT_GRE, bytes);
 #ifdef REDIRECTOR_BENCH
 		/* Bench-only build (redirect_bench.c): put the frame back as it came,
 		 * so that BPF_PROG_TEST_RUN's repeat runs the whole redirect path on
@@ -346,10 +345,9 @@ int xdp_redirect(struct xdp_md *ctx)
 #endif
 	}
 
-	count_redirected(st, &d, reason, bytes);
-	if (eng->ifindex == 0)
+	if (ifindex == 0)
 		return XDP_TX;
-	return bpf_redirect(eng->ifindex, 0);
+	return bpf_redirect(ifindex, 0);
 }
 
 /*
@@ -379,7 +377,7 @@ int tc_redirect_out(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u64 bytes = data_end - data;
-	__u32 zero = 0, ihl_len, slot, iface_flags = 0, tot_len;
+	__u32 ihl_len, slot, iface_flags = 0, tot_len;
 	struct redirector_control *ctl;
 	const struct redirector_slot *t;
 	struct ipv4 *ip;
@@ -399,7 +397,7 @@ int tc_redirect_out(struct __sk_buff *skb)
 	    (void *)ip + tot_len > data_end)
 		return done(st, TC_ACT_OK, REASON_MALFORMED, bytes);
 
-	ctl = bpf_map_lookup_elem(&control, &zero);
+	ctl = bpf_map_lookup_elem(&control, &key_zero);
 	if (!ctl || !(ctl->flags & CONTROL_ENABLED))
 		return done(st, TC_ACT_OK, REASON_DISABLED, bytes);
 	slot = ctl->generation & 1;
@@ -443,6 +441,7 @@ int tc_redirect_out(struct __sk_buff *skb)
 	__u32 reason;
 
 	if (eng->method == METHOD_L2) {
+		put_engine_macs(data, eng);
 		reason = REASON_REDIRECT_L2;
 	} else {
 		__u8 tos = ip->tos;
@@ -456,14 +455,9 @@ int tc_redirect_out(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 		if (data + ENCAP_LEN > data_end)
 			return TC_ACT_SHOT;
-		put_gre_headers(data, &d, tot_len, tos, df);
+		put_gre_encap(data, &d, tot_len, tos, df);
 		reason = REASON_REDIRECT_GRE;
 	}
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	if (data + 14 > data_end)
-		return TC_ACT_SHOT;
-	put_engine_macs(data, eng);
 
 	count_redirected(st, &d, reason, bytes);
 	/* Engine index 0 in ifindex: out of the interface it was leaving by. */
