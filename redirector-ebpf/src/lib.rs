@@ -24,11 +24,13 @@
 //! ICMP fragmentation-needed for DF packets too big for GRE, fail open.
 //! [`model`] is its specification in Rust; `tests/differential.rs` holds the two to the
 //! same verdict, output bytes, counters and connection table. The map layout and the
-//! reasons for it are at the top of `src/bpf/redirector.h`: every per-packet lookup of
-//! the common path is an array (inlined by the kernel), a service is a maximum of three
-//! per-port preferences, the rarer features are gated by a service option or a control
-//! bit so that packets without them pay no lookup, and a table update is a write of the
-//! idle slot and one generation flip.
+//! reasons for it are at the top of `src/bpf/redirector.h`: a packet of the common path
+//! does three array lookups (inlined by the kernel): control, its table slot (one map
+//! value holding ports, services, buckets, engines and filters) and its CPU's counters;
+//! a service is a maximum of three per-port preferences; the rarer features (interface
+//! flags, source ports, lists, L2 return) are gated by a control, table or service bit
+//! so that packets without them pay nothing; a GRE redirection copies a per-engine
+//! template; and a table update is one write of the idle slot and a generation flip.
 //! [`table`] compiles what the controller wants into a slot's contents; [`Redirector`]
 //! writes them.
 //!
@@ -49,18 +51,24 @@
 //!   adoption on restart (pinned links switched to the new program by `bpf_link_update`,
 //!   no gap), `clear` removes every pin; CLOCK_MONOTONIC heartbeat helper.
 //!   `tests/lifecycle.rs` proves it on veths in network namespaces.
-//! - Done: benchmarks (`cargo xtask bench dataplane`). Targets NOT met yet (issue 11 stays
-//!   open on them). Quiet machine, 2026-12-01: (a) test runs 3.55x / 3.56x / 3.81x XDP_PASS
-//!   for 1 / 16 / 256 services (target <= 2.5x); (b) live frames 0.76x (64 B, 1 service),
-//!   0.81x, 0.82x, 0.83x (1400 B) of XDP_TX (target >= 0.8x); (c) 4.39x / 4.60x kernel
-//!   forwarding (target >= 3x, met). Where the time goes, measured by cutting the bench
-//!   build short: parse + classify + counters end at 2.1-2.25x; the GRE write costs the
-//!   rest (about 28 ns), of which the two `bpf_xdp_adjust_head` calls (encapsulation and
-//!   the bench build's undo) are about 14 ns. Tried and worth nothing (within 1 ns, the
-//!   noise): skipping the outer checksum, and two of the three counter writes. So the
-//!   time is in the helper calls, the header moves and the classification's ten map
-//!   reads; next to try: fewer, merged lookups (service + bucket + engine in one value),
-//!   and one write of the whole 42-byte encapsulation from a per-engine template.
+//! - Done: benchmarks (`cargo xtask bench dataplane`, figures and method in the README).
+//!   Target (a) NOT met yet (issue 11 stays open on it); (b) and (c) met. 2026-12-01,
+//!   after this session's work: (a) 2.98x XDP_PASS in a quiet phase of the machine,
+//!   3.1x-3.3x in noisy ones (was 3.55x on a quiet machine before); (b) 0.81x-0.84x of
+//!   XDP_TX at 64 and 1400 B (was 0.76x at 64 B, 1 service); (c) 4.3x-5.0x kernel
+//!   forwarding. What was done: one map value per table slot instead of seven arrays,
+//!   one per-CPU counter value, interface lookup only when some interface has flags
+//!   (the ingress index is three dependent loads away in XDP), header writes in words
+//!   (clang wrote packet bytes one at a time), a per-engine GRE template, `-mcpu=v3`.
+//!   Where (a)'s time goes, measured with ablated bench builds (`--versus`): the two
+//!   `bpf_xdp_adjust_head` calls about 14-15 ns (helper returns go through the CPU's
+//!   Safe-RET mitigation here), classification about 12 ns, parse, lookups, template
+//!   and counters the rest; removing instructions after the calls (counters, header
+//!   writes) measured nothing, so what is left is the load chain ports -> service ->
+//!   bucket -> engine and the calls. Next to try: shortening that chain (ports entries
+//!   that carry the service's hash flags and rank, buckets that carry what the
+//!   encapsulation needs), and measuring on a machine without the return-stack
+//!   mitigation, where the calls should cost a few ns.
 //! - Done (issue 11): redirect and skip lists per service
 //!   ([`table::ServiceConfig::redirect_list`], [`table::ServiceConfig::skip_list`]): one
 //!   LPM trie keyed by slot and service rank, whose values carry every enclosing listed

@@ -829,7 +829,7 @@ impl Redirector {
     }
 
     /// Sets the `IFACE_*` flags of interface `ifindex` (below `MAX_IFINDEX`), and the
-    /// control record's [`CONTROL_IFACES`] after it (set while any interface has flags).
+    /// control record's [`CONTROL_IFACES`](crate::layout::CONTROL_IFACES) after it (set while any interface has flags).
     pub fn set_iface_flags(&mut self, ifindex: u32, flags: u32) -> Result<(), RedirectorError> {
         let mut ifaces = match self.ifaces.take() {
             Some(known) => known,

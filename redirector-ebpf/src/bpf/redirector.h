@@ -41,7 +41,13 @@
  *                         generation flip; looked up only for services whose
  *                         options say they have lists (a helper call each)
  *   conns                 LRU_HASH flow -> engine chosen at its SYN
- *   stats                 PERCPU_ARRAY of {packets, bytes}
+ *   stats                 PERCPU_ARRAY of one value per CPU holding every
+ *                         {packets, bytes} counter (looked up once per packet)
+ *
+ * A GRE redirection copies the engine's 40-byte template (engines[].encap,
+ * written by the controller with the MACs, outer addresses and GRE header)
+ * and patches TOS, length, DF, checksum (from the template's partial sum) and
+ * the redirect header.
  *
  * Services are stored by rank, rank 0 the highest priority, so choosing among
  * the services that match a packet is a maximum of three preferences
