@@ -288,6 +288,11 @@ fn ns_per_run(program: &Xdp, frames: &[Vec<u8>], repeat: u32, verdict: u32) -> R
     Ok(total / frames.len() as f64)
 }
 
+/// ns per run of a (bench build of the) redirect program, which must redirect each frame.
+fn redirect_ns(r: &mut Redirector, frames: &[Vec<u8>], repeat: u32) -> Result<f64> {
+    ns_per_run(r.program()?, frames, repeat, XDP_TX)
+}
+
 /// `--versus`: the bench build against another bench object, each row's figure the
 /// median over rounds of (this build's ns) / (the other's ns), measured back to back.
 fn versus(
@@ -313,18 +318,8 @@ fn versus(
             .collect();
         let (mut base, mut cand) = (Vec::new(), Vec::new());
         for _ in 0..options.rounds {
-            base.push(ns_per_run(
-                theirs.program()?,
-                &frames,
-                options.repeat,
-                XDP_TX,
-            )?);
-            cand.push(ns_per_run(
-                bench.program()?,
-                &frames,
-                options.repeat,
-                XDP_TX,
-            )?);
+            base.push(redirect_ns(&mut theirs, &frames, options.repeat)?);
+            cand.push(redirect_ns(bench, &frames, options.repeat)?);
         }
         let (b, c) = median_round(&base, &cand);
         println!("    {:<14} {:>12.1} {:>12.1} {:>7.3}x", n, b, c, c / b);
@@ -379,12 +374,7 @@ pub fn run(options: &Options) -> Result<()> {
                 XDP_PASS,
             )?);
             let before = gre_redirects(&mut bench)?;
-            cand.push(ns_per_run(
-                bench.program()?,
-                &frames,
-                options.repeat,
-                XDP_TX,
-            )?);
+            cand.push(redirect_ns(&mut bench, &frames, options.repeat)?);
             let runs = u64::from(options.repeat) * frames.len() as u64;
             checked &= gre_redirects(&mut bench)? - before == runs;
         }
