@@ -306,60 +306,220 @@ fn move_mac_and_time(
     bail!("no redirected SYN reached {mac} within 10 s of the MAC change")
 }
 
-#[test]
-fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
-    let lab = Lab::new("ctlnh")?;
+/// `wccp_engine_next_hop_resolved` of the web-cache service's engine `engine`, from the
+/// exposition text: the metric every test reads.
+fn next_hop_resolved(text: &str, engine: &str) -> Option<f64> {
+    metric(
+        text,
+        &format!("wccp_engine_next_hop_resolved{{service=\"standard/0\",engine=\"{engine}\"}}"),
+    )
+}
+
+/// A lab with the client and the router (c0 ── r0, forwarding), the engine side left to
+/// each test: every test starts with it.
+fn client_and_router(name: &str) -> Result<(Lab, Host, Host)> {
+    let lab = Lab::new(name)?;
     let client = lab.host("client")?;
     let router = lab.host("router")?;
-    let engine = lab.host("engine")?;
     lab.link(&client, "c0", &router, "r0")?;
-    lab.link(&router, "r1", &engine, "e0")?;
     client.add_addr("c0", "10.1.0.2/24")?;
     router.add_addr("r0", "10.1.0.1/24")?;
+    client.add_route("default", &ROUTER_C.to_string())?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    Ok((lab, client, router))
+}
+
+/// The picture at the top: the client, the router and an on-link engine (r1 ── e0), as
+/// both on-link tests have it.
+fn on_link_lab(name: &str) -> Result<(Lab, Host, Host, Host)> {
+    let (lab, client, router) = client_and_router(name)?;
+    let engine = lab.host("engine")?;
+    lab.link(&router, "r1", &engine, "e0")?;
     router.add_addr("r1", "10.2.0.1/24")?;
     engine.add_addr("e0", "10.2.0.2/24")?;
-    client.add_route("default", &ROUTER_C.to_string())?;
+    Ok((lab, client, router, engine))
+}
+
+/// What every test runs beside its lab: `xdp_pass` where frames are redirected to, the
+/// capture on the engines' `e0`, the pin root and its guard, the daemon, and the flag
+/// that stops the background threads. Fields drop in this order when a test fails: the
+/// threads are told to stop first, the XDP program is detached last.
+struct Rig {
+    _stop: StopOnDrop,
+    stop: Arc<AtomicBool>,
+    sock: PathBuf,
+    daemon: netns_tests::netns::Process,
+    _pins: PinGuard,
+    root: PinRoot,
+    capture: Capture,
+    pass: EbpfObject,
+}
+
+impl Rig {
+    /// Attaches `xdp_pass` to `pass_iface` of `pass_host`, opens the capture on
+    /// `engines`' e0 and starts the daemon in `router`.
+    fn start(
+        lab: &Lab,
+        router: &Host,
+        pass_host: &Host,
+        pass_iface: &str,
+        engines: &Host,
+    ) -> Result<Rig> {
+        let pass = xdp_pass(pass_host, pass_iface)?;
+        let capture = {
+            let ix = engines.ifindex("e0")?;
+            engines.in_ns(|| Capture::open(ix))??
+        };
+        let root = PinRoot::instance(lab.id())?;
+        let _pins = PinGuard(root.clone());
+        let (sock, daemon) = start_daemon(lab, router, &root, METRICS_PORT)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        Ok(Rig {
+            _stop: StopOnDrop(stop.clone()),
+            stop,
+            sock,
+            daemon,
+            _pins,
+            root,
+            capture,
+            pass,
+        })
+    }
+
+    /// Runs `wccp::engine` at `address` in `host` until the rig stops it.
+    fn engine(&self, host: &Host, address: Ipv4Addr, l2: bool) -> Result<EngineThread> {
+        let stop = self.stop.clone();
+        host.thread(move || run_engine(address, l2, stop))
+    }
+
+    /// Waits up to 30 s for `show engines` to be `ready`; returns the last answer (and
+    /// the daemon's log with it on failure).
+    fn wait_engines(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Result<Value> {
+        let mut last = Value::Null;
+        wait_until(what, Duration::from_secs(30), || {
+            let e = show(&self.sock, &["engines"])?;
+            last = e.clone();
+            Ok(ready(&e))
+        })
+        .with_context(|| {
+            format!(
+                "last show engines: {last:#}\n{}",
+                self.daemon.stderr().unwrap_or_default()
+            )
+        })?;
+        Ok(last)
+    }
+
+    /// Waits up to 5 s for the one engine's next hop to be in `state`; returns the last
+    /// `show engines`.
+    fn wait_next_hop(&self, what: &str, state: &str) -> Result<Value> {
+        let mut last = Value::Null;
+        wait_until(what, Duration::from_secs(5), || {
+            let e = show(&self.sock, &["engines"])?;
+            last = e.clone();
+            Ok(e[0]["next_hop"]["state"] == state)
+        })
+        .with_context(|| format!("{last:#}"))?;
+        Ok(last)
+    }
+
+    /// The first redirected SYN at `at` within 5 s (the router's stats if none).
+    fn redirected(&self, at: &str) -> Result<Redirected> {
+        self.capture
+            .redirected(Duration::from_secs(5))
+            .with_context(|| {
+                format!(
+                    "no redirected SYN at {at}; {:#}",
+                    show(&self.sock, &["stats"]).unwrap_or_default()
+                )
+            })
+    }
+
+    /// Stops the engine threads, then the daemon with `stop --clear`.
+    fn stop_clear(&mut self, engines: Vec<EngineThread>) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in engines {
+            t.join()?;
+        }
+        ctl(&self.sock, &["stop", "--clear"])?;
+        self.daemon.wait_timeout(Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// The check after `stop_clear` of the two GRE tests (the L2 test does not make it).
+    #[track_caller]
+    fn assert_pins_removed(&self) {
+        assert!(
+            !self.root.path().exists(),
+            "pin root removed by stop --clear"
+        );
+    }
+
+    /// Detaches `xdp_pass` and closes the capture before the lab goes (the rest drops
+    /// after, as when each was a local of the test).
+    fn teardown(self, lab: Lab) -> Result<()> {
+        let Rig { pass, capture, .. } = self;
+        drop(pass);
+        drop(capture);
+        lab.teardown().context("lab teardown")
+    }
+}
+
+type EngineThread = netns_tests::netns::NsThread<Result<()>>;
+
+/// A `run_client` thread, stopped however the test ends: every test sends its SYNs so.
+struct Client {
+    stop: Arc<AtomicBool>,
+    thread: netns_tests::netns::NsThread<()>,
+    _stop: StopOnDrop,
+}
+
+impl Client {
+    fn start(host: &Host) -> Result<Client> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop = StopOnDrop(stop.clone());
+        let thread = {
+            let stop = stop.clone();
+            host.thread(move || run_client(stop))?
+        };
+        Ok(Client {
+            stop,
+            thread,
+            _stop,
+        })
+    }
+
+    /// Stops the client and waits for it.
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join();
+    }
+}
+
+/// Whether the one engine in `show engines` is usable with all buckets and a resolved
+/// next hop.
+fn usable_and_resolved(e: &Value) -> bool {
+    let e = &e[0];
+    e["state"] == "usable" && e["slots"] == 256 && e["next_hop"]["state"] == "resolved"
+}
+
+#[test]
+fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
+    let (lab, client, router, engine) = on_link_lab("ctlnh")?;
     engine.add_route("default", &ROUTER_E.to_string())?;
-    router.sysctl("net.ipv4.ip_forward", "1")?;
     // The engine announces a MAC change with a gratuitous ARP.
     engine.sysctl("net.ipv4.conf.e0.arp_notify", "1")?;
     let r1_mac = router.mac("r1")?;
     let e0_mac = engine.mac("e0")?;
 
-    let pass = xdp_pass(&engine, "e0")?;
-    let capture = {
-        let ix = engine.ifindex("e0")?;
-        engine.in_ns(|| Capture::open(ix))??
-    };
-
-    let root = PinRoot::instance(lab.id())?;
-    let _pins = PinGuard(root.clone());
-    let (sock, mut daemon) = start_daemon(&lab, &router, &root, METRICS_PORT)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(stop.clone());
-    let engine_thread = {
-        let stop = stop.clone();
-        engine.thread(move || run_engine(ENGINE, false, stop))?
-    };
+    let mut rig = Rig::start(&lab, &router, &engine, "e0", &engine)?;
+    let engine_thread = rig.engine(&engine, ENGINE, false)?;
 
     // Joined, assigned, and the next hop resolved to e0 on r1.
-    let mut last = Value::Null;
-    wait_until(
+    let last = rig.wait_engines(
         "the engine to be usable with a resolved next hop and 256 buckets",
-        Duration::from_secs(30),
-        || {
-            let e = show(&sock, &["engines"])?;
-            last = e.clone();
-            let e = &e[0];
-            Ok(e["state"] == "usable" && e["slots"] == 256 && e["next_hop"]["state"] == "resolved")
-        },
-    )
-    .with_context(|| {
-        format!(
-            "last show engines: {last:#}\n{}",
-            daemon.stderr().unwrap_or_default()
-        )
-    })?;
+        usable_and_resolved,
+    )?;
     let hop = &last[0]["next_hop"];
     assert_eq!(hop["interface"], "r1", "{hop:#}");
     assert_eq!(hop["mac"], mac_str(&e0_mac), "{hop:#}");
@@ -368,26 +528,15 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     assert_eq!(hop["router_address"], ROUTER_E.to_string(), "{hop:#}");
     assert_eq!(hop["mtu"], 1500, "{hop:#}");
     assert_eq!(hop["reason"], Value::Null, "{hop:#}");
+    let sock = rig.sock.clone();
     let all = show(&sock, &[])?;
     assert_eq!(all["dataplane"]["interfaces"][0]["name"], "r0", "{all:#}");
     // The engine-facing side is excluded by its index in the router's namespace.
     assert_eq!(all["dataplane"]["last_error"], Value::Null, "{all:#}");
 
     // A client SYN arrives at the engine in GRE, to e0's MAC from r1's.
-    let client_stop = Arc::new(AtomicBool::new(false));
-    let _client_stop = StopOnDrop(client_stop.clone());
-    let client_thread = {
-        let stop = client_stop.clone();
-        client.thread(move || run_client(stop))?
-    };
-    let first = capture
-        .redirected(Duration::from_secs(5))
-        .with_context(|| {
-            format!(
-                "no redirected SYN at the engine; {:#}",
-                show(&sock, &["stats"]).unwrap_or_default()
-            )
-        })?;
+    let client_thread = Client::start(&client)?;
+    let first = rig.redirected("the engine")?;
     assert_eq!(
         first,
         Redirected {
@@ -400,14 +549,14 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     );
 
     // 1. The MAC moves and the engine says so (gratuitous ARP): traffic follows.
-    let garp = move_mac_and_time(&engine, &capture, "02:aa:00:00:00:01", || Ok(()))?;
+    let garp = move_mac_and_time(&engine, &rig.capture, "02:aa:00:00:00:01", || Ok(()))?;
     eprintln!("traffic followed a MAC move announced by gratuitous ARP in {garp:?}");
     assert!(garp < Duration::from_secs(1), "took {garp:?}");
 
     // 2. The MAC moves silently; the router's neighbour entry is flushed and the
     //    controller has the kernel resolve it again.
     engine.sysctl("net.ipv4.conf.e0.arp_notify", "0")?;
-    let flush = move_mac_and_time(&engine, &capture, "02:aa:00:00:00:02", || {
+    let flush = move_mac_and_time(&engine, &rig.capture, "02:aa:00:00:00:02", || {
         router.run(
             router
                 .command("ip")?
@@ -426,40 +575,25 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     assert!(hops["notifications"].as_u64().unwrap_or(0) >= 1, "{hops:#}");
     assert!(hops["triggers"].as_u64().unwrap_or(0) >= 1, "{hops:#}");
     let m = metrics(&router, METRICS_PORT)?;
-    assert_eq!(
-        metric(
-            &m,
-            "wccp_engine_next_hop_resolved{service=\"standard/0\",engine=\"10.2.0.2\"}"
-        ),
-        Some(1.0),
-        "{m}"
-    );
+    assert_eq!(next_hop_resolved(&m, "10.2.0.2"), Some(1.0), "{m}");
     assert!(
         metric(&m, "wccp_next_hop_changes_total").unwrap_or(0.0) >= 2.0,
         "{m}"
     );
-    let logs = daemon.stderr()?;
+    let logs = rig.daemon.stderr()?;
     assert!(logs.contains("next hop resolved"), "{logs}");
 
     // 3. The engine's link goes down: its next hop is unresolved, with the reason, and
     //    its buckets fail open (nothing more reaches it in GRE).
-    client_stop.store(true, Ordering::SeqCst);
-    client_thread.join();
+    client_thread.stop();
     engine.link_down("e0")?;
-    let mut last = Value::Null;
-    wait_until(
+    let last = rig.wait_next_hop(
         "the next hop to be unresolved once the engine's link is down",
-        Duration::from_secs(5),
-        || {
-            let e = show(&sock, &["engines"])?;
-            last = e.clone();
-            Ok(e[0]["next_hop"]["state"] == "unresolved")
-        },
-    )
-    .with_context(|| format!("{last:#}"))?;
+        "unresolved",
+    )?;
     let reason = last[0]["next_hop"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("r1"), "{reason}");
-    let logs = daemon.stderr()?;
+    let logs = rig.daemon.stderr()?;
     assert!(logs.contains("next hop unresolved"), "{logs}");
 
     // 4. The link comes back: the carrier notification brings a fresh resolution (the
@@ -467,30 +601,19 @@ fn next_hop_resolved_redirects_and_follows_a_mac_move() -> Result<()> {
     //    again with its last MAC.
     engine.link_up("e0")?;
     let t0 = Instant::now();
-    wait_until(
+    let last = rig.wait_next_hop(
         "the next hop to be resolved again once the link is back",
-        Duration::from_secs(5),
-        || {
-            let e = show(&sock, &["engines"])?;
-            last = e.clone();
-            Ok(e[0]["next_hop"]["state"] == "resolved")
-        },
-    )
-    .with_context(|| format!("{last:#}"))?;
+        "resolved",
+    )?;
     eprintln!(
         "next hop resolved again {:?} after the link came back",
         t0.elapsed()
     );
     assert_eq!(last[0]["next_hop"]["mac"], "02:aa:00:00:00:02", "{last:#}");
 
-    stop.store(true, Ordering::SeqCst);
-    engine_thread.join()?;
-    ctl(&sock, &["stop", "--clear"])?;
-    daemon.wait_timeout(Duration::from_secs(10))?;
-    assert!(!root.path().exists(), "pin root removed by stop --clear");
-    drop(pass);
-    drop(capture);
-    lab.teardown().context("lab teardown")
+    rig.stop_clear(vec![engine_thread])?;
+    rig.assert_pins_removed();
+    rig.teardown(lab)
 }
 
 /// Engines behind a gateway: a GRE engine's next hop is the gateway (its MAC, shown with
@@ -506,72 +629,45 @@ fn engines_behind_a_gateway_gre_through_it_l2_refused() -> Result<()> {
     const GW: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 254);
     const GRE_ENGINE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
     const L2_ENGINE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 3);
-    let lab = Lab::new("ctlgw")?;
-    let client = lab.host("client")?;
-    let router = lab.host("router")?;
+    let (lab, client, router) = client_and_router("ctlgw")?;
     let gw = lab.host("gw")?;
     let engines = lab.host("engines")?;
-    lab.link(&client, "c0", &router, "r0")?;
     lab.link(&router, "r1", &gw, "g0")?;
     lab.link(&gw, "g1", &engines, "e0")?;
-    client.add_addr("c0", "10.1.0.2/24")?;
-    router.add_addr("r0", "10.1.0.1/24")?;
     router.add_addr("r1", "10.2.0.1/24")?;
     gw.add_addr("g0", "10.2.0.254/24")?;
     gw.add_addr("g1", "10.3.0.1/24")?;
     engines.add_addr("e0", "10.3.0.2/24")?;
     engines.add_addr("e0", "10.3.0.3/24")?;
-    client.add_route("default", &ROUTER_C.to_string())?;
     router.add_route("10.3.0.0/24", &GW.to_string())?;
     gw.add_route("default", &ROUTER_E.to_string())?;
     engines.add_route("default", "10.3.0.1")?;
-    router.sysctl("net.ipv4.ip_forward", "1")?;
     gw.sysctl("net.ipv4.ip_forward", "1")?;
     let g0_mac = gw.mac("g0")?;
     let g1_mac = gw.mac("g1")?;
     let e0_mac = engines.mac("e0")?;
-    let pass = xdp_pass(&gw, "g0")?;
-    let capture = {
-        let ix = engines.ifindex("e0")?;
-        engines.in_ns(|| Capture::open(ix))??
-    };
-    let root = PinRoot::instance(lab.id())?;
-    let _pins = PinGuard(root.clone());
-    let (sock, mut daemon) = start_daemon(&lab, &router, &root, METRICS_PORT)?;
+    let mut rig = Rig::start(&lab, &router, &gw, "g0", &engines)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(stop.clone());
     let mut threads = Vec::new();
     for (address, l2) in [(GRE_ENGINE, false), (L2_ENGINE, true)] {
-        let stop = stop.clone();
-        threads.push(engines.thread(move || run_engine(address, l2, stop))?);
+        threads.push(rig.engine(&engines, address, l2)?);
     }
-    let mut last = Value::Null;
     let find = |list: &Value, a: Ipv4Addr| -> Value {
         list.as_array()
             .and_then(|l| l.iter().find(|e| e["address"] == a.to_string()).cloned())
             .unwrap_or(Value::Null)
     };
-    wait_until(
+    let last = rig.wait_engines(
         "both engines usable, the GRE one resolved through the gateway, buckets assigned",
-        Duration::from_secs(30),
-        || {
-            let list = show(&sock, &["engines"])?;
-            last = list.clone();
-            let (g, l) = (find(&list, GRE_ENGINE), find(&list, L2_ENGINE));
-            Ok(g["state"] == "usable"
+        |list| {
+            let (g, l) = (find(list, GRE_ENGINE), find(list, L2_ENGINE));
+            g["state"] == "usable"
                 && l["state"] == "usable"
                 && g["slots"].as_u64().unwrap_or(0) > 0
                 && g["next_hop"]["state"] == "resolved"
-                && l["next_hop"]["interface"] == "r1")
+                && l["next_hop"]["interface"] == "r1"
         },
-    )
-    .with_context(|| {
-        format!(
-            "last show engines: {last:#}\n{}",
-            daemon.stderr().unwrap_or_default()
-        )
-    })?;
+    )?;
     let g = find(&last, GRE_ENGINE);
     let hop = &g["next_hop"];
     assert_eq!(hop["gateway"], GW.to_string(), "{hop:#}");
@@ -590,20 +686,8 @@ fn engines_behind_a_gateway_gre_through_it_l2_refused() -> Result<()> {
     );
 
     // Client SYNs in the GRE engine's buckets reach it through the gateway.
-    let client_stop = Arc::new(AtomicBool::new(false));
-    let _client_stop = StopOnDrop(client_stop.clone());
-    let client_thread = {
-        let stop = client_stop.clone();
-        client.thread(move || run_client(stop))?
-    };
-    let got = capture
-        .redirected(Duration::from_secs(5))
-        .with_context(|| {
-            format!(
-                "no redirected SYN at the engines; {:#}",
-                show(&sock, &["stats"]).unwrap_or_default()
-            )
-        })?;
+    let client_thread = Client::start(&client)?;
+    let got = rig.redirected("the engines")?;
     assert_eq!(
         got,
         Redirected {
@@ -615,43 +699,21 @@ fn engines_behind_a_gateway_gre_through_it_l2_refused() -> Result<()> {
         },
         "forwarded by the gateway"
     );
-    client_stop.store(true, Ordering::SeqCst);
-    client_thread.join();
+    client_thread.stop();
 
-    let logs = daemon.stderr()?;
+    let logs = rig.daemon.stderr()?;
     assert!(
         logs.lines()
             .any(|l| l.contains("next hop unresolved") && l.contains("10.3.0.3")),
         "{logs}"
     );
     let m = metrics(&router, METRICS_PORT)?;
-    assert_eq!(
-        metric(
-            &m,
-            "wccp_engine_next_hop_resolved{service=\"standard/0\",engine=\"10.3.0.3\"}"
-        ),
-        Some(0.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "wccp_engine_next_hop_resolved{service=\"standard/0\",engine=\"10.3.0.2\"}"
-        ),
-        Some(1.0),
-        "{m}"
-    );
+    assert_eq!(next_hop_resolved(&m, "10.3.0.3"), Some(0.0), "{m}");
+    assert_eq!(next_hop_resolved(&m, "10.3.0.2"), Some(1.0), "{m}");
 
-    stop.store(true, Ordering::SeqCst);
-    for t in threads {
-        t.join()?;
-    }
-    ctl(&sock, &["stop", "--clear"])?;
-    daemon.wait_timeout(Duration::from_secs(10))?;
-    assert!(!root.path().exists(), "pin root removed by stop --clear");
-    drop(pass);
-    drop(capture);
-    lab.teardown().context("lab teardown")
+    rig.stop_clear(threads)?;
+    rig.assert_pins_removed();
+    rig.teardown(lab)
 }
 
 /// An on-link engine that forwards by L2: its next hop is resolved (no gateway) and the
@@ -659,65 +721,26 @@ fn engines_behind_a_gateway_gre_through_it_l2_refused() -> Result<()> {
 /// from the router's engine-side interface.
 #[test]
 fn on_link_l2_engine_gets_rewritten_frames() -> Result<()> {
-    let lab = Lab::new("ctll2")?;
-    let client = lab.host("client")?;
-    let router = lab.host("router")?;
-    let engine = lab.host("engine")?;
-    lab.link(&client, "c0", &router, "r0")?;
-    lab.link(&router, "r1", &engine, "e0")?;
-    client.add_addr("c0", "10.1.0.2/24")?;
-    router.add_addr("r0", "10.1.0.1/24")?;
-    router.add_addr("r1", "10.2.0.1/24")?;
-    engine.add_addr("e0", "10.2.0.2/24")?;
-    client.add_route("default", &ROUTER_C.to_string())?;
-    router.sysctl("net.ipv4.ip_forward", "1")?;
+    let (lab, client, router, engine) = on_link_lab("ctll2")?;
     let r1_mac = router.mac("r1")?;
     let e0_mac = engine.mac("e0")?;
-    let pass = xdp_pass(&engine, "e0")?;
-    let capture = {
-        let ix = engine.ifindex("e0")?;
-        engine.in_ns(|| Capture::open(ix))??
-    };
-    let root = PinRoot::instance(lab.id())?;
-    let _pins = PinGuard(root.clone());
-    let (sock, mut daemon) = start_daemon(&lab, &router, &root, METRICS_PORT)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(stop.clone());
-    let engine_thread = {
-        let stop = stop.clone();
-        engine.thread(move || run_engine(ENGINE, true, stop))?
-    };
-    let mut last = Value::Null;
-    wait_until(
+    let mut rig = Rig::start(&lab, &router, &engine, "e0", &engine)?;
+    let engine_thread = rig.engine(&engine, ENGINE, true)?;
+    let last = rig.wait_engines(
         "the L2 engine to be usable with a resolved next hop and 256 buckets",
-        Duration::from_secs(30),
-        || {
-            let e = show(&sock, &["engines"])?;
-            last = e.clone();
-            let e = &e[0];
-            Ok(e["state"] == "usable" && e["slots"] == 256 && e["next_hop"]["state"] == "resolved")
-        },
-    )
-    .with_context(|| {
-        format!(
-            "last show engines: {last:#}\n{}",
-            daemon.stderr().unwrap_or_default()
-        )
-    })?;
+        usable_and_resolved,
+    )?;
     assert_eq!(last[0]["forwarding"], "l2", "{last:#}");
     assert_eq!(last[0]["next_hop"]["mac"], mac_str(&e0_mac), "{last:#}");
 
-    let client_stop = Arc::new(AtomicBool::new(false));
-    let _client_stop = StopOnDrop(client_stop.clone());
-    let client_thread = {
-        let stop = client_stop.clone();
-        client.thread(move || run_client(stop))?
-    };
+    let client_thread = Client::start(&client)?;
     // The SYN itself, not encapsulated, between the rewritten MACs.
     let start = Instant::now();
     let mut found = None;
     while found.is_none() && start.elapsed() < Duration::from_secs(5) {
-        let Some(f) = capture.recv() else { continue };
+        let Some(f) = rig.capture.recv() else {
+            continue;
+        };
         let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
         if f.len() >= 54
             && f[12..14] == [0x08, 0x00]
@@ -732,12 +755,11 @@ fn on_link_l2_engine_gets_rewritten_frames() -> Result<()> {
             ));
         }
     }
-    client_stop.store(true, Ordering::SeqCst);
-    client_thread.join();
+    client_thread.stop();
     let (dst, src) = found.with_context(|| {
         format!(
             "no L2-redirected SYN at the engine; {:#}",
-            show(&sock, &["stats"]).unwrap_or_default()
+            show(&rig.sock, &["stats"]).unwrap_or_default()
         )
     })?;
     assert_eq!(
@@ -746,11 +768,6 @@ fn on_link_l2_engine_gets_rewritten_frames() -> Result<()> {
         "rewritten to the engine's MAC"
     );
 
-    stop.store(true, Ordering::SeqCst);
-    engine_thread.join()?;
-    ctl(&sock, &["stop", "--clear"])?;
-    daemon.wait_timeout(Duration::from_secs(10))?;
-    drop(pass);
-    drop(capture);
-    lab.teardown().context("lab teardown")
+    rig.stop_clear(vec![engine_thread])?;
+    rig.teardown(lab)
 }

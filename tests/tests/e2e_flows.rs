@@ -13,18 +13,92 @@
 mod e2e_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use e2e_common::*;
-use netns_tests::daemons::tail;
+use netns_tests::daemons::{tail, Ctl};
+
+/// GET / from the client's `src_port` (0: any) to `server`:80: the flow every test here
+/// sends.
+fn get(
+    w: &World,
+    src_port: u16,
+    server: Ipv4Addr,
+    timeout: Duration,
+) -> Result<(String, SocketAddr)> {
+    http_get(
+        &w.client,
+        src_port,
+        SocketAddrV4::new(server, HTTP_PORT),
+        "/",
+        timeout,
+    )
+}
+
+/// Whether `server` answered the client `me` itself (the flow went directly).
+fn direct(body: &str, me: SocketAddr, server: Ipv4Addr) -> bool {
+    body.trim_end() == format!("hello {me} -> {server}:80")
+}
+
+/// Whether the server answered engine 0's proxy (the flow was redirected to it).
+fn proxied_by_engine0(body: &str) -> bool {
+    body.starts_with(&format!("hello {}:", engine_ip(0)))
+}
+
+/// The agent's return rule for `SERVER2`:80, the bypassed flow's destination.
+fn return_server2() -> String {
+    format!("[[return_rule]]\nprefix = \"{SERVER2}/32\"\nport = {HTTP_PORT}\n")
+}
+
+/// Waits for the only engine to hold all 256 buckets (the logs on failure).
+fn wait_one_engine(ctl: &Ctl, e1: &Engine) -> Result<(serde_json::Value, Duration)> {
+    wait_slots(ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
+        .with_context(|| logs(Some(ctl), &[e1]))
+}
+
+/// The engine's and the router's verdict counters, empty where unreadable: for the
+/// context of a failed flow.
+fn verdicts(e1: &Engine, ctl: &Ctl) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    (
+        e1.counters().unwrap_or_default(),
+        router_reasons(&ctl.pin_root).unwrap_or_default(),
+    )
+}
+
+/// Runs `f` in a fresh lab with `engines` engines and panics with the whole error chain:
+/// the body of every test here.
+#[track_caller]
+fn in_world(prefix: &str, engines: usize, f: fn(&World) -> Result<()>) {
+    if let Err(e) = World::new(prefix, engines).and_then(|w| w.run(f)) {
+        panic!("{e:#}");
+    }
+}
+
+/// The controller with `ifaces` (its interface keys) and one engine with `service` keys
+/// and the return rule for `SERVER2`, once the engine holds all buckets: the set-up of the
+/// two bypass tests that configure the router's interfaces themselves.
+fn one_returning_engine(
+    w: &World,
+    ifaces: &str,
+    service: &str,
+) -> Result<(Ctl, Engine, serde_json::Value)> {
+    let files = ctl_files_with(w, "r", 30_000, ifaces)?;
+    let ctl = spawn_ctl(w, &files)?;
+    let extra = AgentExtra {
+        service: service.into(),
+        tables: return_server2(),
+        ..AgentExtra::default()
+    };
+    let e1 = Engine::start(w, 0, &extra)?;
+    let (s, _) = wait_one_engine(&ctl, &e1)?;
+    Ok((ctl, e1, s))
+}
 
 #[test]
 fn curl_through_the_proxy_and_a_bypassed_flow_returned() {
-    if let Err(e) = World::new("e2ecurl", 1).and_then(|w| w.run(curl_and_bypass)) {
-        panic!("{e:#}");
-    }
+    in_world("e2ecurl", 1, curl_and_bypass);
 }
 
 fn curl_and_bypass(w: &World) -> Result<()> {
@@ -32,12 +106,11 @@ fn curl_and_bypass(w: &World) -> Result<()> {
     let t0 = Instant::now();
     let extra = AgentExtra {
         // SERVER2:80 is not for the proxy: returned to the router.
-        tables: format!("[[return_rule]]\nprefix = \"{SERVER2}/32\"\nport = {HTTP_PORT}\n"),
+        tables: return_server2(),
         ..AgentExtra::default()
     };
     let e1 = Engine::start(w, 0, &extra)?;
-    let (_, took) = wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
-        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let (_, took) = wait_one_engine(&ctl, &e1)?;
     println!(
         "(1) engine joined, all 256 buckets, next hop resolved {} ms after start ({} ms wait)",
         ms(t0.elapsed()),
@@ -114,17 +187,11 @@ fn curl_and_bypass(w: &World) -> Result<()> {
     // answered by the server to the client itself.
     let before = e1.counter("return_rule");
     let returned_before = s["engines"][0]["packets_returned"].as_u64().unwrap_or(0);
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER2, HTTP_PORT),
-        "/",
-        Duration::from_secs(5),
-    )
-    .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let (body, me) =
+        get(w, 0, SERVER2, Duration::from_secs(5)).with_context(|| logs(Some(&ctl), &[&e1]))?;
     println!("(3) bypassed flow to {SERVER2}: {}", body.trim_end());
     ensure!(
-        body.trim_end() == format!("hello {me} -> {SERVER2}:80"),
+        direct(&body, me, SERVER2),
         "the server saw the client itself: {body:?}"
     );
     ensure!(!e1.proxy().saw(me), "the proxy never saw {me}");
@@ -153,15 +220,9 @@ fn curl_and_bypass(w: &World) -> Result<()> {
     );
     let t0 = Instant::now();
     ctl.process.wait_timeout(Duration::from_secs(10))?;
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER, HTTP_PORT),
-        "/",
-        Duration::from_secs(5),
-    )?;
+    let (body, me) = get(w, 0, SERVER, Duration::from_secs(5))?;
     ensure!(
-        body.trim_end() == format!("hello {me} -> {SERVER}:80"),
+        direct(&body, me, SERVER),
         "served directly right after stop --clear: {body:?}"
     );
     ensure!(!ctl.pin_root.exists(), "pin root removed");
@@ -176,9 +237,7 @@ fn curl_and_bypass(w: &World) -> Result<()> {
 
 #[test]
 fn flows_land_on_their_buckets_engine_and_fail_open_without_engines() {
-    if let Err(e) = World::new("e2ehash", 2).and_then(|w| w.run(buckets_and_fail_open)) {
-        panic!("{e:#}");
-    }
+    in_world("e2ehash", 2, buckets_and_fail_open);
 }
 
 fn buckets_and_fail_open(w: &World) -> Result<()> {
@@ -204,17 +263,11 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
         ports.insert(20_000 + (rng.next() % 40_000) as u16);
     }
     let t0 = Instant::now();
-    let mut expected: BTreeMap<u16, std::net::Ipv4Addr> = BTreeMap::new();
+    let mut expected: BTreeMap<u16, Ipv4Addr> = BTreeMap::new();
     for &p in &ports {
         let owner = owner_of(&s, p)?.with_context(|| format!("bucket of port {p} unassigned"))?;
-        let (body, _) = http_get(
-            &w.client,
-            p,
-            SocketAddrV4::new(SERVER, HTTP_PORT),
-            "/",
-            Duration::from_secs(5),
-        )
-        .with_context(|| format!("port {p}\n{}", logs(Some(&ctl), &[&e1, &e2])))?;
+        let (body, _) = get(w, p, SERVER, Duration::from_secs(5))
+            .with_context(|| format!("port {p}\n{}", logs(Some(&ctl), &[&e1, &e2])))?;
         ensure!(
             body.starts_with(&format!("hello {owner}:")),
             "port {p}: the server heard from {owner}'s proxy: {body:?}"
@@ -282,16 +335,10 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
     );
     let before = [e1.proxy().accepted().len(), e2.proxy().accepted().len()];
     for p in [20_001u16, 30_002, 40_003, 50_004, 60_005] {
-        let (body, me) = http_get(
-            &w.client,
-            p,
-            SocketAddrV4::new(SERVER, HTTP_PORT),
-            "/",
-            Duration::from_secs(5),
-        )
-        .with_context(|| logs(Some(&ctl), &[]))?;
+        let (body, me) =
+            get(w, p, SERVER, Duration::from_secs(5)).with_context(|| logs(Some(&ctl), &[]))?;
         ensure!(
-            body.trim_end() == format!("hello {me} -> {SERVER}:80"),
+            direct(&body, me, SERVER),
             "port {p}: served directly: {body:?}"
         );
     }
@@ -316,53 +363,23 @@ fn buckets_and_fail_open(w: &World) -> Result<()> {
 /// traffic is never redirected (it comes from an engine's address).
 #[test]
 fn bypassed_flow_returned_with_the_engine_side_redirected_in() {
-    if let Err(e) = World::new("e2ein", 1).and_then(|w| w.run(bypass_redirected_in)) {
-        panic!("{e:#}");
-    }
+    in_world("e2ein", 1, bypass_redirected_in);
 }
 
 fn bypass_redirected_in(w: &World) -> Result<()> {
-    let files = ctl_files_with(w, "r", 30_000, "redirect_in = [\"r0\", \"r1\"]")?;
-    let ctl = spawn_ctl(w, &files)?;
-    let extra = AgentExtra {
-        tables: format!("[[return_rule]]\nprefix = \"{SERVER2}/32\"\nport = {HTTP_PORT}\n"),
-        ..AgentExtra::default()
-    };
-    let e1 = Engine::start(w, 0, &extra)?;
-    wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
-        .with_context(|| logs(Some(&ctl), &[&e1]))?;
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER, HTTP_PORT),
-        "/",
-        Duration::from_secs(5),
-    )
-    .with_context(|| logs(Some(&ctl), &[&e1]))?;
-    ensure!(
-        body.starts_with(&format!("hello {}:", engine_ip(0))),
-        "proxied: {body:?}"
-    );
+    let (ctl, e1, _) = one_returning_engine(w, "redirect_in = [\"r0\", \"r1\"]", "")?;
+    let (body, me) =
+        get(w, 0, SERVER, Duration::from_secs(5)).with_context(|| logs(Some(&ctl), &[&e1]))?;
+    ensure!(proxied_by_engine0(&body), "proxied: {body:?}");
     ensure!(e1.proxy().saw(me));
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER2, HTTP_PORT),
-        "/",
-        Duration::from_secs(3),
-    )
-    .with_context(|| {
+    let (body, me) = get(w, 0, SERVER2, Duration::from_secs(3)).with_context(|| {
+        let (e, r) = verdicts(&e1, &ctl);
         format!(
-            "the bypassed flow, engine side in redirect_in: engine {:?}, router {:?}\n{}",
-            e1.counters().unwrap_or_default(),
-            router_reasons(&ctl.pin_root).unwrap_or_default(),
+            "the bypassed flow, engine side in redirect_in: engine {e:?}, router {r:?}\n{}",
             logs(Some(&ctl), &[&e1])
         )
     })?;
-    ensure!(
-        body.trim_end() == format!("hello {me} -> {SERVER2}:80"),
-        "{body:?}"
-    );
+    ensure!(direct(&body, me, SERVER2), "{body:?}");
     let st = ctl.status()?;
     println!(
         "(3') engine side in redirect_in: bypassed flow returned and served directly; router \
@@ -377,9 +394,7 @@ fn bypass_redirected_in(w: &World) -> Result<()> {
 /// packet side died with the agents). Measured: the time until new flows go directly.
 #[test]
 fn killed_engines_fail_open_after_their_removal() {
-    if let Err(e) = World::new("e2ecrash", 2).and_then(|w| w.run(engines_killed)) {
-        panic!("{e:#}");
-    }
+    in_world("e2ecrash", 2, engines_killed);
 }
 
 fn engines_killed(w: &World) -> Result<()> {
@@ -403,16 +418,8 @@ fn engines_killed(w: &World) -> Result<()> {
             logs(Some(&ctl), &[])
         );
         port += 1;
-        match http_get(
-            &w.client,
-            port,
-            SocketAddrV4::new(SERVER, HTTP_PORT),
-            "/",
-            Duration::from_millis(300),
-        ) {
-            Ok((body, me)) if body.trim_end() == format!("hello {me} -> {SERVER}:80") => {
-                break t0.elapsed()
-            }
+        match get(w, port, SERVER, Duration::from_millis(300)) {
+            Ok((body, me)) if direct(&body, me, SERVER) => break t0.elapsed(),
             Ok((body, _)) => anyhow::bail!("unexpected answer {body:?}"),
             Err(_) => failed += 1,
         }
@@ -427,17 +434,8 @@ fn engines_killed(w: &World) -> Result<()> {
     )?;
     // From now on every flow goes directly.
     for p in 48_000..48_020u16 {
-        let (body, me) = http_get(
-            &w.client,
-            p,
-            SocketAddrV4::new(SERVER, HTTP_PORT),
-            "/",
-            Duration::from_secs(2),
-        )?;
-        ensure!(
-            body.trim_end() == format!("hello {me} -> {SERVER}:80"),
-            "{body:?}"
-        );
+        let (body, me) = get(w, p, SERVER, Duration::from_secs(2))?;
+        ensure!(direct(&body, me, SERVER), "{body:?}");
     }
     println!(
         "(4') both agents killed (-9): first direct flow {} ms after the kill ({failed} attempts \
@@ -461,65 +459,34 @@ fn engines_killed(w: &World) -> Result<()> {
 /// second between router and engine, measured: L2 returns are not recognised there).
 #[test]
 fn l2_forwarding_proxies_and_returns() {
-    if let Err(e) = World::new("e2el2", 1).and_then(|w| w.run(l2)) {
-        panic!("{e:#}");
-    }
+    in_world("e2el2", 1, l2);
 }
 
 fn l2(w: &World) -> Result<()> {
-    let files = ctl_files_with(w, "r", 30_000, "redirect_in = [\"r0\"]\nexclude = [\"r1\"]")?;
-    let ctl = spawn_ctl(w, &files)?;
-    let extra = AgentExtra {
-        service: "forwarding = \"l2\"\nreturn = \"l2\"".into(),
-        tables: format!("[[return_rule]]\nprefix = \"{SERVER2}/32\"\nport = {HTTP_PORT}\n"),
-        ..AgentExtra::default()
-    };
-    let e1 = Engine::start(w, 0, &extra)?;
-    let (s, _) = wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
-        .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let (ctl, e1, s) = one_returning_engine(
+        w,
+        "redirect_in = [\"r0\"]\nexclude = [\"r1\"]",
+        "forwarding = \"l2\"\nreturn = \"l2\"",
+    )?;
     ensure!(
         s["engines"][0]["forwarding"] == "l2",
         "{:#}",
         s["engines"][0]
     );
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER, HTTP_PORT),
-        "/",
-        Duration::from_secs(5),
-    )
-    .with_context(|| {
+    let (body, me) = get(w, 0, SERVER, Duration::from_secs(5)).with_context(|| {
+        let (e, r) = verdicts(&e1, &ctl);
         format!(
-            "L2: engine {:?} router {:?}\n{}",
-            e1.counters().unwrap_or_default(),
-            router_reasons(&ctl.pin_root).unwrap_or_default(),
+            "L2: engine {e:?} router {r:?}\n{}",
             logs(Some(&ctl), &[&e1])
         )
     })?;
-    ensure!(
-        body.starts_with(&format!("hello {}:", engine_ip(0))),
-        "{body:?}"
-    );
+    ensure!(proxied_by_engine0(&body), "{body:?}");
     ensure!(e1.proxy().saw(me));
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER2, HTTP_PORT),
-        "/",
-        Duration::from_secs(5),
-    )
-    .with_context(|| {
-        format!(
-            "L2 bypass: engine {:?} router {:?}",
-            e1.counters().unwrap_or_default(),
-            router_reasons(&ctl.pin_root).unwrap_or_default()
-        )
+    let (body, me) = get(w, 0, SERVER2, Duration::from_secs(5)).with_context(|| {
+        let (e, r) = verdicts(&e1, &ctl);
+        format!("L2 bypass: engine {e:?} router {r:?}")
     })?;
-    ensure!(
-        body.trim_end() == format!("hello {me} -> {SERVER2}:80"),
-        "{body:?}"
-    );
+    ensure!(direct(&body, me, SERVER2), "{body:?}");
     let c = e1.counters()?;
     let r = router_reasons(&ctl.pin_root)?;
     println!("(1/3 L2) proxied and returned by L2; engine {c:?}; router {r:?}");
@@ -535,9 +502,7 @@ fn l2(w: &World) -> Result<()> {
 /// masked source port.
 #[test]
 fn mask_assignment_flows_land_on_their_values_engine() {
-    if let Err(e) = World::new("e2emask", 2).and_then(|w| w.run(mask_flows)) {
-        panic!("{e:#}");
-    }
+    in_world("e2emask", 2, mask_flows);
 }
 
 fn mask_flows(w: &World) -> Result<()> {
@@ -560,7 +525,7 @@ fn mask_flows(w: &World) -> Result<()> {
         .context("masks in show --json")?;
     ensure!(sets.len() == 1, "{sets:#?}");
     ensure!(sets[0]["mask"][2] == "0x003f", "{:#}", sets[0]["mask"]);
-    let mut owner: BTreeMap<String, std::net::Ipv4Addr> = BTreeMap::new();
+    let mut owner: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
     for v in sets[0]["values"].as_array().into_iter().flatten() {
         let key = v[0][2].as_str().unwrap_or("").to_string();
         owner.insert(key, v[1].as_str().unwrap_or("").parse()?);
@@ -575,14 +540,8 @@ fn mask_flows(w: &World) -> Result<()> {
     let mut per = [0usize; 2];
     for &p in &ports {
         let want = owner[&format!("{:#06x}", p & 0x3f)];
-        let (body, _) = http_get(
-            &w.client,
-            p,
-            SocketAddrV4::new(SERVER, HTTP_PORT),
-            "/",
-            Duration::from_secs(5),
-        )
-        .with_context(|| format!("port {p}"))?;
+        let (body, _) =
+            get(w, p, SERVER, Duration::from_secs(5)).with_context(|| format!("port {p}"))?;
         ensure!(
             body.starts_with(&format!("hello {want}:")),
             "port {p} (value {:#06x}): expected {want}, got {body:?}",
@@ -612,9 +571,7 @@ fn mask_flows(w: &World) -> Result<()> {
 /// would), the data-plane-only agent decapsulates the GRE to the transparent proxy.
 #[test]
 fn dataplane_only_agent_beside_a_wccp_speaker() {
-    if let Err(e) = World::new("e2edponly", 1).and_then(|w| w.run(dataplane_only)) {
-        panic!("{e:#}");
-    }
+    in_world("e2edponly", 1, dataplane_only);
 }
 
 fn dataplane_only(w: &World) -> Result<()> {
@@ -659,24 +616,14 @@ fn dataplane_only(w: &World) -> Result<()> {
     ensure!(speaker.status()?["mode"] == "wccp");
     wait_slots(&ctl, &[(engine_ip(0), 256)], Duration::from_secs(20))
         .with_context(|| format!("{}\n{}", tail(&ctl.log(), 20), tail(&speaker.log(), 20)))?;
-    let (body, me) = http_get(
-        &w.client,
-        0,
-        SocketAddrV4::new(SERVER, HTTP_PORT),
-        "/",
-        Duration::from_secs(5),
-    )
-    .with_context(|| {
+    let (body, me) = get(w, 0, SERVER, Duration::from_secs(5)).with_context(|| {
         format!(
             "{:#}\n{}",
             packet_side.status().unwrap_or_default(),
             packet_side.log()
         )
     })?;
-    ensure!(
-        body.starts_with(&format!("hello {}:", engine_ip(0))),
-        "{body:?}"
-    );
+    ensure!(proxied_by_engine0(&body), "{body:?}");
     ensure!(proxy.saw(me));
     let c = packet_side.status()?["dataplane"]["counters"].clone();
     println!("(1 dataplane-only) proxied through the data-plane-only agent: counters {c}");

@@ -93,6 +93,41 @@ impl Batches<'_> {
         }
         Ok(())
     }
+
+    /// Sends `N` frames built by `make(i)` and checks `expect`: the shape of every batch
+    /// but the server side's.
+    fn batch(
+        &mut self,
+        label: &str,
+        sock: &RawSocket,
+        expect: Expect,
+        mut make: impl FnMut(u16) -> Vec<u8>,
+    ) -> Result<()> {
+        let frames = (0..N).map(|i| make(i as u16)).collect();
+        let (router, engine) = match expect {
+            AtRouter(k) => (vec![(k, N)], vec![]),
+            AtEngine(k) => (vec![], vec![(k, N)]),
+        };
+        self.send(label, sock, frames, &router, &engine)
+    }
+}
+
+/// The one verdict a batch must count `N` times (`*`: any), on the router or the engine;
+/// the other side is not checked.
+#[derive(Clone, Copy)]
+enum Expect<'a> {
+    AtRouter(&'a str),
+    AtEngine(&'a str),
+}
+use Expect::{AtEngine, AtRouter};
+
+/// An Ethernet frame whose payload is `parts` in order: most batches build one.
+fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, parts: &[&[u8]]) -> Vec<u8> {
+    let mut f = eth(dst, src, ethertype);
+    for p in parts {
+        f.extend_from_slice(p);
+    }
+    f
 }
 
 fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
@@ -124,315 +159,188 @@ fn malformed(w: &World) -> Result<()> {
 
     // 1. Client side, into r0's XDP program.
     let sock = RawSocket::open(&w.client, "c0")?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(r0, c0, 0x0800);
-            f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r0: 10 bytes of IPv4 header",
         &sock,
-        frames,
-        &[("Malformed", N)],
-        &[],
+        AtRouter("Malformed"),
+        |_| frame(r0, c0, 0x0800, &[&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6]]),
     )?;
-    let frames = (0..N)
-        .map(|i| {
-            let mut f = eth(r0, c0, 0x0800);
+    b.batch(
+        "r0: IPv4 total length beyond the frame",
+        &sock,
+        AtRouter("Malformed"),
+        |i| {
             let mut ip = ipv4(CLIENT, SERVER, 6, 20);
             ip[2..4].copy_from_slice(&1400u16.to_be_bytes());
             ip[10..12].copy_from_slice(&[0, 0]);
             let c = checksum(&ip);
             ip[10..12].copy_from_slice(&c.to_be_bytes());
-            f.extend_from_slice(&ip);
-            f.extend_from_slice(&tcp(
-                CLIENT,
-                SERVER,
-                50_000 + i as u16,
-                HTTP_PORT,
-                0x02,
-                &[],
-            ));
-            f
-        })
-        .collect();
-    b.send(
-        "r0: IPv4 total length beyond the frame",
-        &sock,
-        frames,
-        &[("Malformed", N)],
-        &[],
+            let syn = tcp(CLIENT, SERVER, 50_000 + i, HTTP_PORT, 0x02, &[]);
+            frame(r0, c0, 0x0800, &[&ip, &syn])
+        },
     )?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(r0, c0, 0x0800);
-            let mut ip = ipv4(CLIENT, SERVER, 6, 20);
-            ip[0] = 0x65;
-            f.extend_from_slice(&ip);
-            f.extend_from_slice(&[0; 20]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r0: version 6 in an IPv4 frame",
         &sock,
-        frames,
-        &[("Malformed", N)],
-        &[],
+        AtRouter("Malformed"),
+        |_| {
+            let mut ip = ipv4(CLIENT, SERVER, 6, 20);
+            ip[0] = 0x65;
+            frame(r0, c0, 0x0800, &[&ip, &[0; 20]])
+        },
     )?;
-    let frames = (0..N)
-        .map(|i| {
-            let mut f = eth(r0, c0, 0x0800);
-            f.extend_from_slice(&ipv4(CLIENT, SERVER, 6, 8));
-            f.extend_from_slice(&tcp(CLIENT, SERVER, 50_100 + i as u16, HTTP_PORT, 0x02, &[])[..8]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r0: TCP to port 80, 8 header bytes",
         &sock,
-        frames,
-        &[("Malformed", N)],
-        &[],
+        AtRouter("Malformed"),
+        |i| {
+            let syn = tcp(CLIENT, SERVER, 50_100 + i, HTTP_PORT, 0x02, &[]);
+            frame(r0, c0, 0x0800, &[&ipv4(CLIENT, SERVER, 6, 8), &syn[..8]])
+        },
     )?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(r0, c0, 0x88b5);
-            f.extend_from_slice(&random_frame(&mut rng));
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r0: random bytes, not IP",
         &sock,
-        frames,
-        &[("NotIpv4", N)],
-        &[],
+        AtRouter("NotIpv4"),
+        |_| frame(r0, c0, 0x88b5, &[&random_frame(&mut rng)]),
     )?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(r0, c0, 0x0800);
-            f.extend_from_slice(&ipv4(CLIENT, ROUTER_C, 47, 2));
-            f.extend_from_slice(&[0, 0]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r0: truncated GRE from the client",
         &sock,
-        frames,
-        &[("NoService", N)],
-        &[],
+        AtRouter("NoService"),
+        |_| frame(r0, c0, 0x0800, &[&ipv4(CLIENT, ROUTER_C, 47, 2), &[0, 0]]),
     )?;
 
     // 2. Engine side, into r1's XDP program (returns are recognised by source address).
     let sock = RawSocket::open(&w.engines[0], "eth0")?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(r1, eth0, 0x0800);
-            f.extend_from_slice(&ipv4(e, ROUTER_E, 47, 2));
-            f.extend_from_slice(&[0, 0]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r1: GRE from the engine, 2 bytes",
         &sock,
-        frames,
-        &[("ReturnBad", N)],
-        &[],
+        AtRouter("ReturnBad"),
+        |_| frame(r1, eth0, 0x0800, &[&ipv4(e, ROUTER_E, 47, 2), &[0, 0]]),
     )?;
-    let frames = (0..N)
-        .map(|i| {
-            let mut f = gre_frame(
-                r1,
-                eth0,
-                e,
-                ROUTER_E,
-                [0; 4],
-                &client_syn(51_000 + i as u16),
-            );
-            f[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&[0x08, 0x00]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r1: GRE from the engine, not WCCP",
         &sock,
-        frames,
-        &[("ReturnBad", N)],
-        &[],
+        AtRouter("ReturnBad"),
+        |i| {
+            let mut f = gre_frame(r1, eth0, e, ROUTER_E, [0; 4], &client_syn(51_000 + i));
+            f[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&[0x08, 0x00]);
+            f
+        },
     )?;
-    let frames = (0..N)
-        .map(|i| {
-            let mut bad = client_syn(51_100 + i as u16);
-            bad[0] = 0x05;
-            gre_frame(r1, eth0, e, ROUTER_E, [0; 4], &bad)
-        })
-        .collect();
-    b.send(
+    b.batch(
         "r1: WCCP GRE from the engine, inner not IPv4",
         &sock,
-        frames,
-        &[("ReturnBad", N)],
-        &[],
+        AtRouter("ReturnBad"),
+        |i| {
+            let mut bad = client_syn(51_100 + i);
+            bad[0] = 0x05;
+            gre_frame(r1, eth0, e, ROUTER_E, [0; 4], &bad)
+        },
     )?;
-    let frames = (0..N)
-        .map(|i| {
+    b.batch(
+        "r1: WCCP GRE from a stranger",
+        &sock,
+        AtRouter("Excluded"),
+        |i| {
             gre_frame(
                 r1,
                 eth0,
                 stranger,
                 ROUTER_E,
                 [0; 4],
-                &client_syn(51_200 + i as u16),
+                &client_syn(51_200 + i),
             )
-        })
-        .collect();
-    b.send(
-        "r1: WCCP GRE from a stranger",
-        &sock,
-        frames,
-        &[("Excluded", N)],
-        &[],
+        },
     )?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(r1, eth0, 0x0800);
-            f.extend_from_slice(&random_frame(&mut rng));
-            f
-        })
-        .collect();
-    b.send("r1: random bytes as IPv4", &sock, frames, &[("*", N)], &[])?;
+    b.batch("r1: random bytes as IPv4", &sock, AtRouter("*"), |_| {
+        frame(r1, eth0, 0x0800, &[&random_frame(&mut rng)])
+    })?;
 
     // 3. Into the engine's tc program, from the router's side of the LAN.
     let sock = RawSocket::open(&w.router, "r1")?;
-    let frames = (0..N)
-        .map(|i| {
-            gre_frame(
-                eth0,
-                r1,
-                stranger,
-                e,
-                [0; 4],
-                &client_syn(52_000 + i as u16),
-            )
-        })
-        .collect();
-    b.send(
+    b.batch(
         "engine: WCCP GRE from a stranger",
         &sock,
-        frames,
-        &[],
-        &[("stranger", N)],
+        AtEngine("stranger"),
+        |i| gre_frame(eth0, r1, stranger, e, [0; 4], &client_syn(52_000 + i)),
     )?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(eth0, r1, 0x0800);
-            f.extend_from_slice(&ipv4(ROUTER_E, e, 47, 6));
-            f.extend_from_slice(&[0, 0, 0x88, 0x3e, 0, 0]);
-            f
-        })
-        .collect();
-    b.send(
+    b.batch(
         "engine: GRE cut in the redirect header",
         &sock,
-        frames,
-        &[],
-        &[("truncated", N)],
+        AtEngine("truncated"),
+        |_| {
+            frame(
+                eth0,
+                r1,
+                0x0800,
+                &[&ipv4(ROUTER_E, e, 47, 6), &[0, 0, 0x88, 0x3e, 0, 0]],
+            )
+        },
     )?;
-    let frames = (0..N)
-        .map(|i| {
+    b.batch(
+        "engine: unknown redirect-header flags",
+        &sock,
+        AtEngine("bad_header"),
+        |i| {
             gre_frame(
                 eth0,
                 r1,
                 ROUTER_E,
                 e,
                 [0xf0, 90, 0, 0],
-                &client_syn(52_300 + i as u16),
+                &client_syn(52_300 + i),
             )
-        })
-        .collect();
-    b.send(
-        "engine: unknown redirect-header flags",
-        &sock,
-        frames,
-        &[],
-        &[("bad_header", N)],
+        },
     )?;
-    let frames = (0..N)
-        .map(|i| {
+    b.batch(
+        "engine: GRE flags set",
+        &sock,
+        AtEngine("bad_header"),
+        |i| {
             let mut f = gre_frame(
                 eth0,
                 r1,
                 ROUTER_E,
                 e,
                 [0x01, 90, 0, 0],
-                &client_syn(52_400 + i as u16),
+                &client_syn(52_400 + i),
             );
             f[14 + 20] = 0x80;
             f
-        })
-        .collect();
-    b.send(
-        "engine: GRE flags set",
-        &sock,
-        frames,
-        &[],
-        &[("bad_header", N)],
+        },
     )?;
-    let frames = (0..N)
-        .map(|i| {
-            let mut bad = client_syn(52_100 + i as u16);
-            bad[0] = 0x65;
-            gre_frame(eth0, r1, ROUTER_E, e, [0x01, 90, 0, 0], &bad)
-        })
-        .collect();
-    b.send(
+    b.batch(
         "engine: inner packet not IPv4",
         &sock,
-        frames,
-        &[],
-        &[("bad_inner", N)],
-    )?;
-    let frames = (0..N)
-        .map(|i| {
-            let mut bad = client_syn(52_200 + i as u16);
-            bad[2..4].copy_from_slice(&1400u16.to_be_bytes());
+        AtEngine("bad_inner"),
+        |i| {
+            let mut bad = client_syn(52_100 + i);
+            bad[0] = 0x65;
             gre_frame(eth0, r1, ROUTER_E, e, [0x01, 90, 0, 0], &bad)
-        })
-        .collect();
-    b.send(
+        },
+    )?;
+    b.batch(
         "engine: inner length beyond the frame",
         &sock,
-        frames,
-        &[],
-        &[("bad_inner", N)],
+        AtEngine("bad_inner"),
+        |i| {
+            let mut bad = client_syn(52_200 + i);
+            bad[2..4].copy_from_slice(&1400u16.to_be_bytes());
+            gre_frame(eth0, r1, ROUTER_E, e, [0x01, 90, 0, 0], &bad)
+        },
     )?;
-    let frames = (0..N)
-        .map(|_| {
-            let mut f = eth(eth0, r1, 0x0800);
-            f.extend_from_slice(&random_frame(&mut rng));
-            f
-        })
-        .collect();
-    b.send(
-        "engine: random bytes as IPv4",
-        &sock,
-        frames,
-        &[],
-        &[("*", N)],
-    )?;
+    b.batch("engine: random bytes as IPv4", &sock, AtEngine("*"), |_| {
+        frame(eth0, r1, 0x0800, &[&random_frame(&mut rng)])
+    })?;
 
     // 4. Server side (no program there).
     let sock = RawSocket::open(&w.server_host, "s0")?;
     let frames = (0..2 * N)
         .map(|i| {
-            let mut f = eth(r2, s0, if i % 2 == 0 { 0x0800 } else { 0x88b5 });
-            f.extend_from_slice(&random_frame(&mut rng));
-            f
+            let ethertype = if i % 2 == 0 { 0x0800 } else { 0x88b5 };
+            frame(r2, s0, ethertype, &[&random_frame(&mut rng)])
         })
         .collect();
     b.send("r2: random bytes", &sock, frames, &[], &[])?;
