@@ -248,37 +248,6 @@ pub struct EngineEntry {
     pub method: u8,
     /// [`ENGINE_USABLE`].
     pub flags: u8,
-    /// GRE: unfolded ones' complement sum of the outer header's per-engine 16-bit words
-    /// (TTL and protocol, both addresses), each as a native-endian load reads it.
-    pub csum: u32,
-    /// GRE: the first 40 bytes of the encapsulation, per-packet fields zero (see
-    /// [`EngineEntry::gre_template`]), so the program copies words instead of building.
-    pub encap: [u64; 5],
-}
-
-impl EngineEntry {
-    /// `csum` and `encap` for this entry's addresses and MACs: Ethernet (dst_mac, src_mac,
-    /// IPv4), outer IPv4 (version 4, IHL 5, TOS 0, length 0, ID 0, no fragment flags, TTL
-    /// 64, protocol GRE, checksum 0, router -> engine), GRE with protocol 0x883E.
-    pub fn gre_template(&self) -> (u32, [u64; 5]) {
-        let mut b = [0u8; 40];
-        b[0..6].copy_from_slice(&self.dst_mac);
-        b[6..12].copy_from_slice(&self.src_mac);
-        b[12..14].copy_from_slice(&[0x08, 0x00]);
-        b[14] = 0x45;
-        b[22] = 64;
-        b[23] = 47;
-        b[26..30].copy_from_slice(&self.router_addr.to_ne_bytes());
-        b[30..34].copy_from_slice(&self.addr.to_ne_bytes());
-        b[36..38].copy_from_slice(&[0x88, 0x3e]);
-        let word = |i: usize| u32::from(u16::from_ne_bytes([b[i], b[i + 1]]));
-        let csum = [22, 26, 28, 30, 32].into_iter().map(word).sum();
-        let mut encap = [0u64; 5];
-        for (w, chunk) in encap.iter_mut().zip(b.chunks_exact(8)) {
-            *w = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunks"));
-        }
-        (csum, encap)
-    }
 }
 
 /// Key of `engine_addrs`. C: `struct redirector_engine_key`.
@@ -389,7 +358,7 @@ pub const SHARED_TYPES: &[SharedType] = &[
     }),
     shared_type!(BucketEntry => "redirector_bucket" { engine, flags }),
     shared_type!(EngineEntry => "redirector_engine" {
-        addr, router_addr, dst_mac, src_mac, ifindex, mtu, method, flags, csum, encap
+        addr, router_addr, dst_mac, src_mac, ifindex, mtu, method, flags
     }),
     shared_type!(EngineKey => "redirector_engine_key" { slot, addr }),
     shared_type!(FlowKey => "redirector_flow" { saddr, daddr, sport, dport, protocol, reserved }),

@@ -29,8 +29,8 @@
 //! value holding ports, services, buckets, engines and filters) and its CPU's counters;
 //! a service is a maximum of three per-port preferences; the rarer features (interface
 //! flags, source ports, lists, L2 return) are gated by a control, table or service bit
-//! so that packets without them pay nothing; a GRE redirection copies a per-engine
-//! template; and a table update is one write of the idle slot and a generation flip.
+//! so that packets without them pay nothing; headers are written in words; and a table
+//! update is one write of the idle slot and a generation flip.
 //! [`table`] compiles what the controller wants into a slot's contents; [`Redirector`]
 //! writes them.
 //!
@@ -59,12 +59,14 @@
 //!   forwarding. What was done: one map value per table slot instead of seven arrays,
 //!   one per-CPU counter value, interface lookup only when some interface has flags
 //!   (the ingress index is three dependent loads away in XDP), header writes in words
-//!   (clang wrote packet bytes one at a time), a per-engine GRE template, `-mcpu=v3`.
+//!   (clang wrote packet bytes one at a time), `-mcpu=v3`. Tried and reverted for want
+//!   of a measurable gain: a per-engine GRE template written by the controller, hashes
+//!   of one address as branches, picking the slot without waiting for the generation.
 //!   Where (a)'s time goes, measured with ablated bench builds (`--versus`): the two
 //!   `bpf_xdp_adjust_head` calls about 14-15 ns (helper returns go through the CPU's
-//!   Safe-RET mitigation here), classification about 12 ns, parse, lookups, template
-//!   and counters the rest; removing instructions after the calls (counters, header
-//!   writes) measured nothing, so what is left is the load chain ports -> service ->
+//!   Safe-RET mitigation here), classification about 12 ns, parse, lookups, header
+//!   writes and counters the rest; removing instructions after the calls (counters,
+//!   header writes) measured nothing, so what is left is the load chain ports -> service ->
 //!   bucket -> engine and the calls. Next to try: shortening that chain (ports entries
 //!   that carry the service's hash flags and rank, buckets that carry what the
 //!   encapsulation needs), and measuring on a machine without the return-stack

@@ -398,7 +398,7 @@ impl TableConfig {
                 let (word, bit) = mac_filter_position(&e.dst_mac);
                 table.mac_filter[word] |= 1 << bit;
             }
-            let mut entry = EngineEntry {
+            table.engines[i] = EngineEntry {
                 addr,
                 router_addr: u32::from_ne_bytes(e.router_addr.octets()),
                 dst_mac: e.dst_mac,
@@ -410,10 +410,7 @@ impl TableConfig {
                     Method::L2 => METHOD_L2,
                 },
                 flags: if e.usable { ENGINE_USABLE } else { 0 },
-                ..EngineEntry::default()
             };
-            (entry.csum, entry.encap) = entry.gre_template();
-            table.engines[i] = entry;
         }
 
         let mut order: Vec<&ServiceConfig> = self.services.iter().collect();

@@ -462,19 +462,10 @@ static __always_inline int classify(struct redirector_stats *st, struct ipv4 *ip
 	__u32 primary = 0, secondary = 0, alternate = 0;
 	struct redirector_bucket b;
 
-	__u32 hash_flags = svc->flags & 0xff;
-
-	/* The usual services hash one address: tested as branches, which the CPU
-	 * predicts and runs ahead of the service's load, where the general XOR of
-	 * masks would wait for it. */
 	if (svc->options & SERVICE_MASK)
 		primary = mask_index(svc, saddr, daddr, sport, dport) & (BUCKETS - 1);
-	else if (hash_flags == SF_SRC_IP_HASH)
-		primary = fold(saddr);
-	else if (hash_flags == SF_DST_IP_HASH)
-		primary = fold(daddr);
 	else
-		primary = fold(hash_key(hash_flags, saddr, daddr, sport, dport));
+		primary = fold(hash_key(svc->flags, saddr, daddr, sport, dport));
 	b = buckets[primary];
 	if (!(b.flags & BUCKET_ASSIGNED))
 		return counted_fail_open(st, REASON_UNASSIGNED, service_id, bytes);
@@ -572,35 +563,34 @@ static __always_inline void put_engine_macs(__u8 *p, const struct redirector_eng
 }
 
 /*
- * The 42 bytes of a GRE encapsulation at p: the engine's template (MACs,
- * EtherType, outer IPv4 router -> engine with TTL 64 and protocol GRE, GRE with
- * protocol 0x883E), patched with the inner packet's TOS and DF, the outer
- * length and checksum, and the redirect header. tot_len: the inner packet's;
- * df: IP_DF or 0. The checksum sums the header's words as a u16 load reads
- * them, which gives the right sum in either byte order (RFC 1071).
+ * Bytes 12-41 of a GRE-redirected frame: EtherType IPv4, the outer IPv4 header
+ * (router -> engine, protocol GRE, the inner packet's TOS and DF, TTL 64), GRE
+ * with protocol 0x883E and the redirect header. tot_len: the inner packet's;
+ * df: IP_DF or 0. The header checksum is summed over the words as stored,
+ * which gives the right sum in either byte order (RFC 1071).
  */
-static __always_inline void put_gre_encap(__u8 *p, const struct redirect_decision *d,
-					  __u32 tot_len, __u8 tos, __u16 df)
+static __always_inline void put_gre_headers(__u8 *p, const struct redirect_decision *d,
+					    __u32 tot_len, __u8 tos, __u16 df)
 {
-	const struct redirector_engine *eng = d->eng;
-	__u16 ver_tos = bpf_htons(0x4500 | tos);
-	__u16 len = bpf_htons(tot_len + GRE_OVERHEAD);
-	__u16 frag = bpf_htons(df);
-	__u32 sum = eng->csum + ver_tos + len + frag;
+	__u32 ethertype_tos = bpf_htonl(0x08004500 | tos);
+	__u32 len_id = bpf_htonl((tot_len + GRE_OVERHEAD) << 16);
+	__u32 frag_ttl_proto = bpf_htonl(((__u32)df << 16) | (64 << 8) | IPPROTO_GRE);
+	__u32 saddr = d->eng->router_addr, daddr = d->eng->addr;
+	__u32 sum = (ethertype_tos >> 16) + (len_id & 0xffff) + (frag_ttl_proto & 0xffff) +
+		    (frag_ttl_proto >> 16) + (saddr & 0xffff) + (saddr >> 16) +
+		    (daddr & 0xffff) + (daddr >> 16);
 	__u32 flags = (d->svc->options & SERVICE_DYNAMIC ? RH_DYNAMIC : 0) |
 		      (d->alternate ? RH_ALTERNATE : 0);
 
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
-	put64(p, eng->encap[0]);
-	put64(p + 8, eng->encap[1]);
-	put64(p + 16, eng->encap[2]);
-	put64(p + 24, eng->encap[3]);
-	put64(p + 32, eng->encap[4]);
-	put16(p + 14, ver_tos);
-	put16(p + 16, len);
-	put16(p + 20, frag);
+	put32(p + 12, ethertype_tos);
+	put32(p + 16, len_id);
+	put32(p + 20, frag_ttl_proto);
 	put16(p + 24, ~sum & 0xffff);
+	put32(p + 26, saddr);
+	put32(p + 30, daddr);
+	put32(p + 34, bpf_htonl(0x883e));
 	put32(p + 38, bpf_htonl((flags << 24) | ((__u32)d->service_id << 16) |
 				((d->alternate ? d->secondary : 0) << 8) | d->primary));
 }

@@ -306,11 +306,11 @@ int xdp_redirect(struct xdp_md *ctx)
 
 	remember_syn(&d, &flow);
 
-	__u32 ifindex = eng->ifindex;
+	__u32 reason;
 
 	if (eng->method == METHOD_L2) {
 		put_engine_macs(data, eng);
-		count_redirected(st, &d, REASON_REDIRECT_L2, bytes);
+		reason = REASON_REDIRECT_L2;
 	} else {
 		/* Header fields read before the frame moves. */
 		__u8 tos = ip->tos;
@@ -329,8 +329,9 @@ int xdp_redirect(struct xdp_md *ctx)
 			return XDP_ABORTED;
 		__u8 *p = data;
 
-		put_gre_encap(p, &d, tot_len, tos, df);
-		count_redirected(st, &d, REASON_REDIRECT_GRE, bytes);
+		put_engine_macs(p, eng);
+		put_gre_headers(p, &d, tot_len, tos, df);
+		reason = REASON_REDIRECT_GRE;
 #ifdef REDIRECTOR_BENCH
 		/* Bench-only build (redirect_bench.c): put the frame back as it came,
 		 * so that BPF_PROG_TEST_RUN's repeat runs the whole redirect path on
@@ -345,9 +346,10 @@ int xdp_redirect(struct xdp_md *ctx)
 #endif
 	}
 
-	if (ifindex == 0)
+	count_redirected(st, &d, reason, bytes);
+	if (eng->ifindex == 0)
 		return XDP_TX;
-	return bpf_redirect(ifindex, 0);
+	return bpf_redirect(eng->ifindex, 0);
 }
 
 /*
@@ -441,7 +443,6 @@ int tc_redirect_out(struct __sk_buff *skb)
 	__u32 reason;
 
 	if (eng->method == METHOD_L2) {
-		put_engine_macs(data, eng);
 		reason = REASON_REDIRECT_L2;
 	} else {
 		__u8 tos = ip->tos;
@@ -455,9 +456,14 @@ int tc_redirect_out(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 		if (data + ENCAP_LEN > data_end)
 			return TC_ACT_SHOT;
-		put_gre_encap(data, &d, tot_len, tos, df);
+		put_gre_headers(data, &d, tot_len, tos, df);
 		reason = REASON_REDIRECT_GRE;
 	}
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + 14 > data_end)
+		return TC_ACT_SHOT;
+	put_engine_macs(data, eng);
 
 	count_redirected(st, &d, reason, bytes);
 	/* Engine index 0 in ifindex: out of the interface it was leaving by. */

@@ -43,11 +43,7 @@
  *   conns                 LRU_HASH flow -> engine chosen at its SYN
  *   stats                 PERCPU_ARRAY of one value per CPU holding every
  *                         {packets, bytes} counter (looked up once per packet)
- *
- * A GRE redirection copies the engine's 40-byte template (engines[].encap,
- * written by the controller with the MACs, outer addresses and GRE header)
- * and patches TOS, length, DF, checksum (from the template's partial sum) and
- * the redirect header.
+
  *
  * Services are stored by rank, rank 0 the highest priority, so choosing among
  * the services that match a packet is a maximum of three preferences
@@ -302,15 +298,6 @@ struct redirector_engine {
 	__u8 method;
 	/* ENGINE_* */
 	__u8 flags;
-	/* GRE: the ones' complement sum, unfolded, of the outer IPv4 header's
-	 * 16-bit words (as a u16 load reads them) that are the same for every
-	 * packet: TTL and protocol, and the two addresses. */
-	__u32 csum;
-	/* GRE: the first 40 bytes of the encapsulation with the per-packet fields
-	 * zero: MACs, EtherType, outer IPv4 (TOS, length, DF and checksum 0), GRE.
-	 * Written by the controller, so a packet copies five words and patches
-	 * four fields instead of building 42 bytes. */
-	__u64 encap[5];
 };
 
 /* engine_addrs key. Rust twin: layout::EngineKey. */
