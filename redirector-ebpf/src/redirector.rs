@@ -520,22 +520,14 @@ impl Redirector {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(pin_err("unpinning", &path)(e.to_string())),
             };
-            // Links pinned by another process under this root (not adopted: it raced us)
-            // are removed as well, which detaches them.
-            for dir in [root.links_dir(), root.out_links_dir()] {
+            // Every pin under the root: links pinned by another process (not adopted: it
+            // raced us) are removed as well, which detaches them, and so are maps an
+            // earlier build pinned under other names (its layout changed).
+            for dir in [root.links_dir(), root.out_links_dir(), root.maps_dir()] {
                 if let Ok(entries) = std::fs::read_dir(dir) {
                     for entry in entries.flatten() {
                         remove(entry.path())?;
                     }
-                }
-            }
-            for (map, ..) in MAPS {
-                remove(root.maps_dir().join(map))?;
-            }
-            // Maps an earlier build pinned under other names (its layout changed).
-            if let Ok(entries) = std::fs::read_dir(root.maps_dir()) {
-                for entry in entries.flatten() {
-                    remove(entry.path())?;
                 }
             }
             for dir in [

@@ -288,6 +288,15 @@ fn ns_per_run(program: &Xdp, frames: &[Vec<u8>], repeat: u32, verdict: u32) -> R
     Ok(total / frames.len() as f64)
 }
 
+/// The (a) row's frames for `services` services: 64 bytes, one random flow each, the
+/// same for every program timed on them.
+fn test_run_frames(services: usize, flows: u32, macs: ([u8; 6], [u8; 6])) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ services as u64);
+    (0..flows)
+        .map(|i| frame(64, macs, &mut rng, dport(services, i, true)))
+        .collect()
+}
+
 /// ns per run of a (bench build of the) redirect program, which must redirect each frame.
 fn redirect_ns(r: &mut Redirector, frames: &[Vec<u8>], repeat: u32) -> Result<f64> {
     ns_per_run(r.program()?, frames, repeat, XDP_TX)
@@ -312,10 +321,7 @@ fn versus(
         let table = table(n, macs.1, macs.0).compile()?;
         bench.install(&table)?;
         theirs.install(&table)?;
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
-        let frames: Vec<Vec<u8>> = (0..options.flows)
-            .map(|i| frame(64, macs, &mut rng, dport(n, i, true)))
-            .collect();
+        let frames = test_run_frames(n, options.flows, macs);
         let (mut base, mut cand) = (Vec::new(), Vec::new());
         for _ in 0..options.rounds {
             base.push(redirect_ns(&mut theirs, &frames, options.repeat)?);
@@ -360,10 +366,7 @@ pub fn run(options: &Options) -> Result<()> {
     let mut a_ratios = Vec::new();
     for &n in &services_rows {
         bench.install(&table(n, macs.1, macs.0).compile()?)?;
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
-        let frames: Vec<Vec<u8>> = (0..options.flows)
-            .map(|i| frame(64, macs, &mut rng, dport(n, i, true)))
-            .collect();
+        let frames = test_run_frames(n, options.flows, macs);
         let (mut base, mut cand) = (Vec::new(), Vec::new());
         let mut checked = true;
         for _ in 0..options.rounds {
