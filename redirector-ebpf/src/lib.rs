@@ -52,25 +52,19 @@
 //!   no gap), `clear` removes every pin; CLOCK_MONOTONIC heartbeat helper.
 //!   `tests/lifecycle.rs` proves it on veths in network namespaces.
 //! - Done: benchmarks (`cargo xtask bench dataplane`, figures and method in the README).
-//!   Target (a) NOT met yet (issue 11 stays open on it); (b) and (c) met. 2026-12-01,
-//!   after this session's work: (a) 2.98x XDP_PASS in a quiet phase of the machine,
-//!   3.1x-3.3x in noisy ones (was 3.55x on a quiet machine before); (b) 0.81x-0.84x of
-//!   XDP_TX at 64 and 1400 B (was 0.76x at 64 B, 1 service); (c) 4.3x-5.0x kernel
-//!   forwarding. What was done: one map value per table slot instead of seven arrays,
-//!   one per-CPU counter value, interface lookup only when some interface has flags
-//!   (the ingress index is three dependent loads away in XDP), header writes in words
-//!   (clang wrote packet bytes one at a time), `-mcpu=v3`. Tried and reverted for want
-//!   of a measurable gain: a per-engine GRE template written by the controller, hashes
-//!   of one address as branches, picking the slot without waiting for the generation.
-//!   Where (a)'s time goes, measured with ablated bench builds (`--versus`): the two
-//!   `bpf_xdp_adjust_head` calls about 14-15 ns (helper returns go through the CPU's
-//!   Safe-RET mitigation here), classification about 12 ns, parse, lookups, header
-//!   writes and counters the rest; removing instructions after the calls (counters,
-//!   header writes) measured nothing, so what is left is the load chain ports -> service ->
-//!   bucket -> engine and the calls. Next to try: shortening that chain (ports entries
-//!   that carry the service's hash flags and rank, buckets that carry what the
-//!   encapsulation needs), and measuring on a machine without the return-stack
-//!   mitigation, where the calls should cost a few ns.
+//!   (b) and (c) met on both development machines; (a) NOT met on either, and out of
+//!   reach on the Intel one: its floor row (`redirect_floor`, classification replaced by
+//!   a fixed decision, `tests/bench_builds.rs` checks both bench builds) is 3.5x there
+//!   (21 vs 6 ns), the full path 4.9x-5.1x (31 ns). On the AMD one (XDP_PASS 21 ns,
+//!   Safe-RET return mitigation) the path is 2.98x-3.3x, of which the two
+//!   `bpf_xdp_adjust_head` calls are 14-15 ns and classification about 12 ns. Where
+//!   classification's 10 ns go on the Intel machine (ablated bench builds, `--versus`):
+//!   about 2 ns each for the pre-classification checks, ports and preferences, hash and
+//!   bucket, and the connection-table tests, 1 ns the engine filter, 3 ns the decision,
+//!   checks and two more counters after it: spread thin, no hot spot. Measured and worth
+//!   nothing (within the 1% A/A noise): hash flags taken off the load chain (ports ->
+//!   service), the heartbeat's jiffies read hoisted to the top; earlier, a per-engine GRE
+//!   template, one-address hashes as branches, slot choice without the generation.
 //! - Done (issue 11): redirect and skip lists per service
 //!   ([`table::ServiceConfig::redirect_list`], [`table::ServiceConfig::skip_list`]): one
 //!   LPM trie keyed by slot and service rank, whose values carry every enclosing listed

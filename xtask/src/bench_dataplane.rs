@@ -4,7 +4,10 @@
 //! * (a) ns per packet in `BPF_PROG_TEST_RUN` (repeat >= 1e6) of the bench-only build
 //!   `redirect_bench` (it undoes its encapsulation at the end of each run, so every
 //!   repetition takes the redirect path on the same input), against a trivial XDP_PASS.
-//!   The program's own counters must show one GRE redirect per run.
+//!   The program's own counters must show one GRE redirect per run. A floor row times
+//!   `redirect_floor`, the same build with classification replaced by a fixed decision:
+//!   the least the rest of the path (parse, lookups, counters, encapsulation, undo) costs
+//!   on the machine at hand, and so the lowest ratio reachable there.
 //! * (b) live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`) through the real `redirect` program,
 //!   XDP_TX out of a veth whose peer runs `xdp_validate` (outer and inner headers checked,
 //!   frames counted), against `xdp_tx` doing the same forwarding action with no work. A
@@ -302,6 +305,45 @@ fn redirect_ns(r: &mut Redirector, frames: &[Vec<u8>], repeat: u32) -> Result<f6
     ns_per_run(r.program()?, frames, repeat, XDP_TX)
 }
 
+/// The floor row of (a): `redirect_floor`, the bench build with classification replaced by
+/// a fixed decision, against XDP_PASS on the 1-service row's frames. Prints the row and
+/// returns the ratio: what the rest of the redirect path costs on this machine, the lowest
+/// ratio any program doing that work can reach here.
+fn floor_ratio(options: &Options, pass: &mut EbpfObject, macs: ([u8; 6], [u8; 6])) -> Result<f64> {
+    let mut floor = Redirector::load_object("redirect_floor")?;
+    floor.heartbeat(Duration::from_secs(3600))?;
+    floor.install(&table(1, macs.1, macs.0).compile()?)?;
+    let frames = test_run_frames(1, options.flows, macs);
+    let (mut base, mut cand) = (Vec::new(), Vec::new());
+    let mut checked = true;
+    for _ in 0..options.rounds {
+        base.push(ns_per_run(
+            pass.xdp("xdp_pass")?,
+            &frames,
+            options.repeat,
+            XDP_PASS,
+        )?);
+        let before = gre_redirects(&mut floor)?;
+        cand.push(redirect_ns(&mut floor, &frames, options.repeat)?);
+        let runs = u64::from(options.repeat) * frames.len() as u64;
+        checked &= gre_redirects(&mut floor)? - before == runs;
+    }
+    let (b, c) = median_round(&base, &cand);
+    println!(
+        "    {:<14} {:>12.1} {:>12.1} {:>7.2}x  {} (classify() replaced by a fixed decision)",
+        "floor",
+        b,
+        c,
+        c / b,
+        if checked {
+            "every run redirected"
+        } else {
+            "FAILED: GRE counter != runs"
+        }
+    );
+    Ok(c / b)
+}
+
 /// `--versus`: the bench build against another bench object, each row's figure the
 /// median over rounds of (this build's ns) / (the other's ns), measured back to back.
 fn versus(
@@ -397,6 +439,13 @@ pub fn run(options: &Options) -> Result<()> {
         );
     }
     drop(bench);
+    let floor = floor_ratio(options, &mut pass, macs)?;
+    if floor > 2.5 {
+        println!(
+            "    the target is below this machine's floor: no classification at all already costs \
+             {floor:.2}x here"
+        );
+    }
     // What the bench build's undo adds: one bpf_xdp_adjust_head call, half of a pair.
     let mut pair = EbpfObject::open("bench_peer")?;
     let frames: Vec<Vec<u8>> = {

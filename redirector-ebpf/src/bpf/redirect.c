@@ -187,6 +187,31 @@ static __always_inline int packet_return(struct redirector_stats *st, struct xdp
 	return done(st, XDP_PASS, REASON_RETURN_GRE, bytes);
 }
 
+#ifdef REDIRECTOR_BENCH_FLOOR
+/*
+ * Floor build (redirect_floor.c) only: what classify() decides for a packet
+ * whose flow hashes to bucket 0 of the best service, without looking at the
+ * packet. Timing it tells what everything around classification costs (parse,
+ * lookups, checks, counters, encapsulation and its undo): the least any
+ * program doing that work can cost on the machine at hand.
+ */
+static __always_inline int floor_decision(const struct redirector_slot *t,
+					  struct redirect_decision *d)
+{
+	__u32 engine = t->buckets[0].engine;
+
+	d->svc = &t->services[0];
+	d->eng = &t->engines[engine];
+	d->engine = engine;
+	d->primary = 0;
+	d->secondary = 0;
+	d->alternate = 0;
+	d->syn = 0;
+	d->service_id = t->services[0].service_id;
+	return CLASSIFY_REDIRECT;
+}
+#endif
+
 SEC("xdp")
 int xdp_redirect(struct xdp_md *ctx)
 {
@@ -287,7 +312,11 @@ int xdp_redirect(struct xdp_md *ctx)
 
 	struct redirect_decision d;
 	struct redirector_flow flow;
+#ifdef REDIRECTOR_BENCH_FLOOR
+	int classified = floor_decision(t, &d);
+#else
 	int classified = classify(st, ip, ihl_len, data_end, t, slot, ctl, bytes, 1, &d, &flow);
+#endif
 
 	if (classified != CLASSIFY_REDIRECT)
 		return XDP_PASS;
