@@ -771,6 +771,22 @@ mod tests {
         [(id, (Some(ServiceInfo::web_cache()), table))].into()
     }
 
+    /// A plane without a loaded program (so nothing is installed), with these next hops.
+    fn unloaded_plane(next_hops: &[(Ipv4Addr, NextHop)], adopted: bool) -> XdpPlane {
+        XdpPlane {
+            redirector: None,
+            services: BTreeMap::new(),
+            engines: Vec::new(),
+            next_hops: next_hops.iter().cloned().collect(),
+            installed: None,
+            moved: BTreeMap::new(),
+            adopted,
+            lists: BTreeMap::new(),
+            engine_totals: BTreeMap::new(),
+            engine_base: Vec::new(),
+        }
+    }
+
     fn hop(gateway: Option<Ipv4Addr>) -> NextHop {
         NextHop {
             iface: Some("r1".into()),
@@ -812,18 +828,7 @@ mod tests {
     #[test]
     fn buckets_that_change_owner_are_installed_sticky() {
         let other = Ipv4Addr::new(10, 2, 0, 3);
-        let mut plane = XdpPlane {
-            redirector: None,
-            services: BTreeMap::new(),
-            engines: Vec::new(),
-            next_hops: [(E, hop(None)), (other, hop(None))].into(),
-            installed: None,
-            moved: BTreeMap::new(),
-            adopted: false,
-            lists: BTreeMap::new(),
-            engine_totals: BTreeMap::new(),
-            engine_base: Vec::new(),
-        };
+        let mut plane = unloaded_plane(&[(E, hop(None)), (other, hop(None))], false);
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         // First program: nothing moved.
         plane.note_moves(id, &table);
@@ -861,18 +866,7 @@ mod tests {
 
     #[test]
     fn an_adopted_plane_installs_its_first_tables_all_sticky() {
-        let mut plane = XdpPlane {
-            redirector: None,
-            services: BTreeMap::new(),
-            engines: Vec::new(),
-            next_hops: [(E, hop(None))].into(),
-            installed: None,
-            moved: BTreeMap::new(),
-            adopted: true,
-            lists: BTreeMap::new(),
-            engine_totals: BTreeMap::new(),
-            engine_base: Vec::new(),
-        };
+        let mut plane = unloaded_plane(&[(E, hop(None))], true);
         let (id, (def, table)) = services(ForwardingMethods::GRE).into_iter().next().unwrap();
         plane.note_moves(id, &table);
         plane.services.insert(id, (def, table));
@@ -914,18 +908,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let mut plane = XdpPlane {
-            redirector: None,
-            services: BTreeMap::new(),
-            engines: Vec::new(),
-            next_hops: [(E, hop(None)), (other, hop(None))].into(),
-            installed: None,
-            moved: BTreeMap::new(),
-            adopted: false,
-            lists: BTreeMap::new(),
-            engine_totals: BTreeMap::new(),
-            engine_base: Vec::new(),
-        };
+        let mut plane = unloaded_plane(&[(E, hop(None)), (other, hop(None))], false);
         let id = ServiceId {
             dynamic: true,
             id: 90,

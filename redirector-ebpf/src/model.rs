@@ -225,6 +225,22 @@ const TCP_ACK: u8 = 0x10;
 /// Outer IPv4 + GRE + redirect header.
 pub const GRE_OVERHEAD: usize = 28;
 
+/// The IPv4 header at `l3`, checked as both hooks check it (version 4, IHL >= 5, header
+/// and total length within the frame): its length in bytes, total length and fragment
+/// word, or `None` for a malformed one.
+fn ipv4_header(frame: &[u8], l3: usize) -> Option<(usize, usize, u16)> {
+    let ip = frame.get(l3..).filter(|ip| ip.len() >= 20)?;
+    if ip[0] >> 4 != 4 || ip[0] & 0xf < 5 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ip.len() < ihl || tot_len < ihl || tot_len > ip.len() {
+        return None;
+    }
+    Some((ihl, tot_len, u16::from_be_bytes([ip[6], ip[7]])))
+}
+
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
@@ -522,19 +538,10 @@ impl Dataplane {
         if proto != ETH_P_IP {
             return pass(self, Reason::NotIpv4);
         }
-        if frame.len() < l3 + 20 {
+        let Some((ihl, tot_len, frag_off)) = ipv4_header(frame, l3) else {
             return pass(self, Reason::Malformed);
-        }
+        };
         let ip = &frame[l3..];
-        if ip[0] >> 4 != 4 || ip[0] & 0xf < 5 {
-            return pass(self, Reason::Malformed);
-        }
-        let ihl = usize::from(ip[0] & 0xf) * 4;
-        let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if ip.len() < ihl || tot_len < ihl || tot_len > ip.len() {
-            return pass(self, Reason::Malformed);
-        }
-        let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
         let frag = frag_off & IP_MF_OFFSET != 0;
         let protocol = ip[9];
         let saddr_ne = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
@@ -623,15 +630,7 @@ impl Dataplane {
             let out = frag_needed(&frame, l3, ihl, eng.router_addr, eng.mtu);
             return self.finish(Verdict::Tx, Reason::TooBigDf, out, bytes);
         }
-        self.remember_syn(&d);
-        let (out, reason) = encapsulate(&frame, l3, &d);
-        self.count_redirected(&d, bytes);
-        let verdict = if eng.ifindex == 0 {
-            Verdict::Tx
-        } else {
-            Verdict::Redirect(eng.ifindex)
-        };
-        self.finish(verdict, reason, out, bytes)
+        self.redirect(&frame, l3, &d, Verdict::Tx, bytes)
     }
 
     /// "Redirect out": runs the tc egress program `tc_redirect_out` on one frame leaving
@@ -663,19 +662,9 @@ impl Dataplane {
             return pass(self, Reason::NotIpv4);
         }
         let l3 = 14;
-        if frame.len() < l3 + 20 {
+        let Some((ihl, tot_len, frag_off)) = ipv4_header(frame, l3) else {
             return pass(self, Reason::Malformed);
-        }
-        let ip = &frame[l3..];
-        if ip[0] >> 4 != 4 || ip[0] & 0xf < 5 {
-            return pass(self, Reason::Malformed);
-        }
-        let ihl = usize::from(ip[0] & 0xf) * 4;
-        let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if ip.len() < ihl || tot_len < ihl || tot_len > ip.len() {
-            return pass(self, Reason::Malformed);
-        }
-        let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
+        };
         if self.control.flags & CONTROL_ENABLED == 0 {
             return pass(self, Reason::Disabled);
         }
@@ -713,15 +702,7 @@ impl Dataplane {
             };
             return self.fail_open(reason, d.service, frame, bytes);
         }
-        self.remember_syn(&d);
-        let (out, reason) = encapsulate(frame, l3, &d);
-        self.count_redirected(&d, bytes);
-        let verdict = if eng.ifindex == 0 {
-            Verdict::Pass
-        } else {
-            Verdict::Redirect(eng.ifindex)
-        };
-        self.finish(verdict, reason, out, bytes)
+        self.redirect(frame, l3, &d, Verdict::Pass, bytes)
     }
 
     /// The classification both hooks share (`classify()` in `src/bpf/classify.h`), from
@@ -869,6 +850,27 @@ impl Dataplane {
             syn,
             flow,
         })
+    }
+
+    /// A classified packet on its way to the engine: its SYN recorded, rewritten, counted,
+    /// and sent out of the engine's interface, or with `local` (the hook's verdict for
+    /// "out of the interface it is on") when the engine's is 0.
+    fn redirect(
+        &mut self,
+        frame: &[u8],
+        l3: usize,
+        d: &Decision,
+        local: Verdict,
+        bytes: u64,
+    ) -> Outcome {
+        self.remember_syn(d);
+        let (out, reason) = encapsulate(frame, l3, d);
+        self.count_redirected(d, bytes);
+        let verdict = match d.eng.ifindex {
+            0 => local,
+            ifindex => Verdict::Redirect(ifindex),
+        };
+        self.finish(verdict, reason, out, bytes)
     }
 
     fn remember_syn(&mut self, d: &Decision) {

@@ -188,6 +188,39 @@ fn pin_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(String) -> Redirec
     }
 }
 
+/// The links pinned in `dir`, each with its interface (the pin's name) and path; none
+/// when `dir` does not exist (a pin root of a build without such links).
+fn pinned_links(dir: &Path) -> Result<Vec<(String, PathBuf, FdLink)>, RedirectorError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut links = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| pin_err("reading", dir)(e.to_string()))?;
+        let path = entry.path();
+        let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let pinned = PinnedLink::from_pin(&path)
+            .map_err(|e| pin_err("opening pinned link", &path)(e.to_string()))?;
+        links.push((iface, path, FdLink::from(pinned)));
+    }
+    Ok(links)
+}
+
+/// A pinned link that cannot be switched to this process's program belongs to an
+/// interface that went away (ENOLINK): its pin is only a leftover, removed with a warning.
+fn remove_defunct_pin(
+    kind: &str,
+    iface: &str,
+    path: &Path,
+    error: &dyn std::fmt::Display,
+) -> Result<(), RedirectorError> {
+    tracing::warn!(iface, pin = %path.display(), error = %error,
+        "pinned {kind} link cannot be updated; removing its pin");
+    std::fs::remove_file(path).map_err(|e| pin_err("removing", path)(e.to_string()))
+}
+
 /// The loaded redirect program and its maps, what this process last wrote to each table
 /// slot (so an update writes only the entries that change), and the interfaces it is
 /// attached to.
@@ -274,24 +307,14 @@ impl Redirector {
     }
 
     fn adopt_links(&mut self, root: &PinRoot) -> Result<(), RedirectorError> {
-        let dir = root.links_dir();
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
-            let path = entry.path();
-            let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let pinned = PinnedLink::from_pin(&path)
-                .map_err(|e| pin_err("opening pinned link", &path)(e.to_string()))?;
-            let xdp_link = XdpLink::try_from(FdLink::from(pinned))
+        for (iface, path, link) in pinned_links(&root.links_dir())? {
+            let xdp_link = XdpLink::try_from(link)
                 .map_err(|e| pin_err("not an XDP link", &path)(e.to_string()))?;
             let program = self.program()?;
-            let updated = program
+            match program
                 .attach_to_link(xdp_link)
-                .and_then(|id| program.take_link(id));
-            match updated {
+                .and_then(|id| program.take_link(id))
+            {
                 Ok(link) => {
                     let link = FdLink::try_from(link)
                         .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
@@ -305,14 +328,7 @@ impl Redirector {
                         },
                     );
                 }
-                Err(e) => {
-                    // The interface went away (ENOLINK): the link is defunct, its pin
-                    // only a leftover.
-                    tracing::warn!(iface, pin = %path.display(), error = %e,
-                        "pinned XDP link cannot be updated; removing its pin");
-                    std::fs::remove_file(&path)
-                        .map_err(|e| pin_err("removing", &path)(e.to_string()))?;
-                }
+                Err(e) => remove_defunct_pin("XDP", &iface, &path, &e)?,
             }
         }
         Ok(())
@@ -320,38 +336,21 @@ impl Redirector {
 
     /// Pinned tc egress links, switched to this process's program like the XDP ones.
     fn adopt_out_links(&mut self, root: &PinRoot) -> Result<(), RedirectorError> {
-        let dir = root.out_links_dir();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            // A pin root of a build before redirect out.
-            return Ok(());
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| pin_err("reading", &dir)(e.to_string()))?;
-            let path = entry.path();
-            let Some(iface) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let pinned = PinnedLink::from_pin(&path)
-                .map_err(|e| pin_err("opening pinned link", &path)(e.to_string()))?;
-            let tc_link = SchedClassifierLink::try_from(FdLink::from(pinned))
+        for (iface, path, link) in pinned_links(&root.out_links_dir())? {
+            let tc_link = SchedClassifierLink::try_from(link)
                 .map_err(|e| pin_err("not a tc link", &path)(e.to_string()))?;
             let program = self.out_program()?;
-            let updated = program
+            match program
                 .attach_to_link(tc_link)
-                .and_then(|id| program.take_link(id));
-            match updated {
+                .and_then(|id| program.take_link(id))
+            {
                 Ok(link) => {
                     let link = FdLink::try_from(link)
                         .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
                     tracing::info!(iface, pin = %path.display(), "adopted pinned tc egress link");
                     self.out_links.insert(iface, (link, Some(path)));
                 }
-                Err(e) => {
-                    tracing::warn!(iface, pin = %path.display(), error = %e,
-                        "pinned tc egress link cannot be updated; removing its pin");
-                    std::fs::remove_file(&path)
-                        .map_err(|e| pin_err("removing", &path)(e.to_string()))?;
-                }
+                Err(e) => remove_defunct_pin("tc egress", &iface, &path, &e)?,
             }
         }
         Ok(())
