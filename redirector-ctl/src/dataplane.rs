@@ -283,8 +283,14 @@ impl XdpPlane {
         let root = PinRoot::at(pin_root);
         let redirector = Redirector::open(&root).map_err(|e| e.to_string())?;
         let adopted = redirector.control().flags & redirector_ebpf::layout::CONTROL_ENABLED != 0;
-        Ok(XdpPlane {
-            redirector: Some(redirector),
+        Ok(XdpPlane::with(Some(redirector), adopted))
+    }
+
+    /// A plane with nothing programmed yet; `adopted`: its program already carries tables
+    /// from a previous process, whose flows the first install must keep.
+    fn with(redirector: Option<Redirector>, adopted: bool) -> XdpPlane {
+        XdpPlane {
+            redirector,
             services: BTreeMap::new(),
             engines: Vec::new(),
             next_hops: BTreeMap::new(),
@@ -294,7 +300,7 @@ impl XdpPlane {
             lists: BTreeMap::new(),
             engine_totals: BTreeMap::new(),
             engine_base: Vec::new(),
-        })
+        }
     }
 
     /// [`compile`], with the moved buckets of each hash service marked sticky.
@@ -774,16 +780,8 @@ mod tests {
     /// A plane without a loaded program (so nothing is installed), with these next hops.
     fn unloaded_plane(next_hops: &[(Ipv4Addr, NextHop)], adopted: bool) -> XdpPlane {
         XdpPlane {
-            redirector: None,
-            services: BTreeMap::new(),
-            engines: Vec::new(),
             next_hops: next_hops.iter().cloned().collect(),
-            installed: None,
-            moved: BTreeMap::new(),
-            adopted,
-            lists: BTreeMap::new(),
-            engine_totals: BTreeMap::new(),
-            engine_base: Vec::new(),
+            ..XdpPlane::with(None, adopted)
         }
     }
 

@@ -314,34 +314,49 @@ fn floor_ratio(options: &Options, pass: &mut EbpfObject, macs: ([u8; 6], [u8; 6]
     floor.heartbeat(Duration::from_secs(3600))?;
     floor.install(&table(1, macs.1, macs.0).compile()?)?;
     let frames = test_run_frames(1, options.flows, macs);
+    let (b, c) = versus_pass(options, pass, &mut floor, &frames, "floor")?;
+    println!("    (floor: classify() replaced by a fixed decision)");
+    Ok(c / b)
+}
+
+/// Rounds of XDP_PASS and a bench build back to back on `frames`; prints the row `name`
+/// of the round with the median ratio, checking that the build's GRE counter grew by one
+/// per run, and returns that round's (XDP_PASS, bench) ns.
+fn versus_pass(
+    options: &Options,
+    pass: &mut EbpfObject,
+    bench: &mut Redirector,
+    frames: &[Vec<u8>],
+    name: &str,
+) -> Result<(f64, f64)> {
     let (mut base, mut cand) = (Vec::new(), Vec::new());
     let mut checked = true;
     for _ in 0..options.rounds {
         base.push(ns_per_run(
             pass.xdp("xdp_pass")?,
-            &frames,
+            frames,
             options.repeat,
             XDP_PASS,
         )?);
-        let before = gre_redirects(&mut floor)?;
-        cand.push(redirect_ns(&mut floor, &frames, options.repeat)?);
+        let before = gre_redirects(bench)?;
+        cand.push(redirect_ns(bench, frames, options.repeat)?);
         let runs = u64::from(options.repeat) * frames.len() as u64;
-        checked &= gre_redirects(&mut floor)? - before == runs;
+        checked &= gre_redirects(bench)? - before == runs;
     }
     let (b, c) = median_round(&base, &cand);
     println!(
-        "    {:<14} {:>12.1} {:>12.1} {:>7.2}x  {} (classify() replaced by a fixed decision)",
-        "floor",
+        "    {:<14} {:>12.1} {:>12.1} {:>7.2}x  {}",
+        name,
         b,
         c,
         c / b,
         if checked {
-            "every run redirected"
+            "every run redirected (GRE counter = runs)"
         } else {
             "FAILED: GRE counter != runs"
         }
     );
-    Ok(c / b)
+    Ok((b, c))
 }
 
 /// `--versus`: the bench build against another bench object, each row's figure the
@@ -409,34 +424,8 @@ pub fn run(options: &Options) -> Result<()> {
     for &n in &services_rows {
         bench.install(&table(n, macs.1, macs.0).compile()?)?;
         let frames = test_run_frames(n, options.flows, macs);
-        let (mut base, mut cand) = (Vec::new(), Vec::new());
-        let mut checked = true;
-        for _ in 0..options.rounds {
-            base.push(ns_per_run(
-                pass.xdp("xdp_pass")?,
-                &frames,
-                options.repeat,
-                XDP_PASS,
-            )?);
-            let before = gre_redirects(&mut bench)?;
-            cand.push(redirect_ns(&mut bench, &frames, options.repeat)?);
-            let runs = u64::from(options.repeat) * frames.len() as u64;
-            checked &= gre_redirects(&mut bench)? - before == runs;
-        }
-        let (b, c) = median_round(&base, &cand);
+        let (b, c) = versus_pass(options, &mut pass, &mut bench, &frames, &n.to_string())?;
         a_ratios.push(c / b);
-        println!(
-            "    {:<14} {:>12.1} {:>12.1} {:>7.2}x  {}",
-            n,
-            b,
-            c,
-            c / b,
-            if checked {
-                "every run redirected (GRE counter = runs)"
-            } else {
-                "FAILED: GRE counter != runs"
-            }
-        );
     }
     drop(bench);
     let floor = floor_ratio(options, &mut pass, macs)?;
