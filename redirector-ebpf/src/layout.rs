@@ -450,6 +450,9 @@ pub const REASONS: usize = 32;
 pub const STATS_EVENTS_BASE: usize = 24;
 /// SYN-ACKs whose MSS option was lowered.
 pub const STATS_MSS_CLAMPED: usize = STATS_EVENTS_BASE;
+/// GSO packets (merged by GRO on the way in) that "redirect out" sent in GRE for the
+/// kernel to segment, one GRE packet per segment.
+pub const STATS_GSO_ENCAPSULATED: usize = STATS_EVENTS_BASE + 1;
 /// First per-service counter.
 pub const STATS_SERVICE_BASE: usize = REASONS;
 /// Counters per service.

@@ -645,6 +645,11 @@ impl Dataplane {
     ///    what arrives there): pass. Fragments: pass.
     /// 4. The classification of ingress ([`Dataplane::classify`]).
     /// 5. GRE and too big for the engine's MTU: fail open, DF or not (no ICMP here).
+    ///    GSO packets, which the program checks by the length of one segment and
+    ///    encapsulates for the kernel to segment (counted at
+    ///    [`STATS_GSO_ENCAPSULATED`](crate::layout::STATS_GSO_ENCAPSULATED)), are not
+    ///    modelled: a test run cannot make one, and the namespace test of redirect out
+    ///    sends them.
     /// 6. SYN recorded; L2 or GRE rewrite as at ingress; the engine's interface, or this
     ///    one when the engine's is 0.
     pub fn process_egress(

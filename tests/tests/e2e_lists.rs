@@ -6,12 +6,16 @@
 
 mod e2e_common;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use e2e_common::*;
 use netns_tests::daemons::control_request;
+use redirector_ebpf::layout::STATS_GSO_ENCAPSULATED;
+
+/// Bytes of the upload through redirect out.
+const UPLOAD: usize = 4_000_000;
 
 #[test]
 fn skip_and_redirect_lists_decide_which_flows_reach_the_proxy() {
@@ -124,6 +128,31 @@ fn redirect_out(w: &World) -> Result<()> {
             "redirected at r2's egress"
         );
     }
+    // With GRO on the client side, the router forwards an upload's segments merged into
+    // GSO packets; at egress they are encapsulated for the kernel to segment, so the
+    // whole flow still goes to the engine (none of it leaks past to the server).
+    gro_on(&w.router, "r0")?;
+    let port = 47_000;
+    let body: Vec<u8> = (0..UPLOAD as u64).map(pattern).collect();
+    let (whole, answer) = http_post(
+        &w.client,
+        port,
+        SocketAddrV4::new(SERVER, HTTP_PORT),
+        &body,
+        Duration::from_secs(20),
+    )
+    .with_context(|| logs(Some(&ctl), &[&e1]))?;
+    let reasons = router_reasons(&ctl.pin_root)?;
+    ensure!(
+        whole && e1.proxy().saw(SocketAddr::from((CLIENT, port))),
+        "a {UPLOAD}-byte upload through redirect out, with GRO before it, reached the server \
+         through the proxy: {answer:?}; router {reasons:?}"
+    );
+    let gso = router_counter(&ctl.pin_root, STATS_GSO_ENCAPSULATED)?;
+    ensure!(
+        gso > 0 && reason(&reasons, "TooBig") + reason(&reasons, "TooBigDf") == 0,
+        "GSO packets went to the engine whole ({gso}), none failed open: {reasons:?}"
+    );
     let base = std::fs::read_to_string(&files.config)?;
     std::fs::write(&files.config, base.replace("redirect_out = [\"r2\"]\n", ""))?;
     let answer = control_request(&files.socket, &serde_json::json!({"command": "reload"}))?;
@@ -135,7 +164,8 @@ fn redirect_out(w: &World) -> Result<()> {
     ensure!(!pin.exists(), "{} removed with the detach", pin.display());
     ensure!(!proxied(w, &e1, SERVER)?, "no redirection left");
     println!(
-        "redirect out: flows forwarded out of r2 served through the proxy; detached by reload"
+        "redirect out: flows forwarded out of r2 served through the proxy ({UPLOAD}-byte \
+         upload with GRO: {gso} GSO packets redirected); detached by reload"
     );
     Ok(())
 }

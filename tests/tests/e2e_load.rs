@@ -4,7 +4,6 @@
 
 mod e2e_common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -52,25 +51,14 @@ fn transfers(w: &World, base: u16) -> Result<(f64, Vec<String>)> {
         let client = w.client.clone();
         jobs.push(std::thread::spawn(move || -> Result<String> {
             let body: Vec<u8> = (0..UP as u64).map(pattern).collect();
-            let mut s = connect_from(
+            let (whole, answer) = http_post(
                 &client,
                 base + 100 + i,
                 SocketAddrV4::new(SERVER, HTTP_PORT),
+                &body,
                 Duration::from_secs(30),
             )?;
-            let mut req = format!(
-                "POST /up HTTP/1.1\r\nHost: {SERVER}\r\nContent-Length: {UP}\r\nConnection: close\r\n\r\n"
-            )
-            .into_bytes();
-            req.extend_from_slice(&body);
-            s.write_all(&req)?;
-            let mut answer = String::new();
-            s.read_to_string(&mut answer)?;
-            let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
-            ensure!(
-                answer.ends_with(&format!("got {UP} sum {sum}\n")),
-                "upload answer {answer:?}"
-            );
+            ensure!(whole, "upload answer {answer:?}");
             Ok("upload".into())
         }));
     }

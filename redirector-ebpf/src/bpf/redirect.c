@@ -386,7 +386,8 @@ int xdp_redirect(struct xdp_md *ctx)
  * interfaces the operator names, for traffic the router forwards out of them.
  * The same classification as at ingress; no packet return (the XDP program
  * does that where packets arrive), no MSS clamp, and no ICMP: a packet too big
- * for GRE leaves unredirected. Packets that arrived on an engine-facing or
+ * for GRE leaves unredirected. TCP GSO packets are sent in GRE for the kernel
+ * to segment. Packets that arrived on an engine-facing or
  * excluded interface (the engines' returns among them) are never redirected
  * here. Untagged Ethernet only: at egress a VLAN tag is usually still skb
  * metadata, not bytes.
@@ -458,10 +459,26 @@ int tc_redirect_out(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	const struct redirector_engine *eng = d.eng;
 
-	/* A GSO packet is many packets of the size that was checked; our GRE is
-	 * not one the kernel can segment. */
-	if (eng->method == METHOD_GRE &&
-	    ((eng->mtu && tot_len + GRE_OVERHEAD > eng->mtu) || skb->gso_segs > 1)) {
+	/*
+	 * A GSO packet (segments that GRO merged on the way in) leaves as one GRE
+	 * packet per segment: encapsulated with the kernel told it is IPv4-in-GRE,
+	 * it is segmented after us, each segment carrying a copy of the outer
+	 * headers, and its segments shrink by the 28 bytes GRE adds, so that each
+	 * is as long as the segment it came from. Failing it open instead would
+	 * send part of a redirected flow past its engine. Its MTU check is on
+	 * that segment length.
+	 */
+	__u32 len = tot_len, tcp_gso = skb->gso_size && ip->protocol == IPPROTO_TCP;
+
+	if (tcp_gso) {
+		__u8 *th = (__u8 *)ip + ihl_len;
+
+		/* classify() checked these 20 bytes; the verifier wants it again. */
+		if ((void *)(th + 20) > data_end)
+			return done(st, TC_ACT_OK, REASON_MALFORMED, bytes);
+		len = ihl_len + (th[12] >> 4) * 4 + skb->gso_size;
+	}
+	if (eng->method == METHOD_GRE && eng->mtu && len + GRE_OVERHEAD > eng->mtu) {
 		counted_fail_open(st, ip->frag_off & bpf_htons(IP_DF) ? REASON_TOO_BIG_DF :
 								     REASON_TOO_BIG,
 				  d.service_id, bytes);
@@ -477,10 +494,16 @@ int tc_redirect_out(struct __sk_buff *skb)
 		__u8 tos = ip->tos;
 		__u16 df = ip->frag_off & bpf_htons(IP_DF) ? IP_DF : 0;
 
-		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
+		/* (Other GSO packets the kernel refuses to grow: they fail open.) */
+		__u64 encap = tcp_gso ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE :
+					0;
+
+		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC, encap)) {
 			counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
 			return TC_ACT_OK;
 		}
+		if (encap)
+			count(st, STATS_GSO_ENCAPSULATED, bytes);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 		if (data + ENCAP_LEN > data_end)

@@ -188,6 +188,8 @@
  * reason block above the reasons. */
 #define STATS_EVENTS_BASE 24
 #define STATS_MSS_CLAMPED (STATS_EVENTS_BASE + 0) /* SYN-ACK MSS lowered */
+#define STATS_GSO_ENCAPSULATED (STATS_EVENTS_BASE + 1) /* GSO packet sent in GRE
+							   * for the kernel to segment */
 
 /* stats[] index layout. */
 #define STATS_SERVICE_BASE REASONS /* + service id * STATS_PER_SERVICE + kind */

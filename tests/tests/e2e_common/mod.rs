@@ -303,6 +303,35 @@ pub fn connect_from(
     })?
 }
 
+/// One HTTP POST of `body` on a fresh connection from `src_port`; whether the server's
+/// answer says it got every byte (`got N sum S`), with the answer.
+pub fn http_post(
+    client: &Host,
+    src_port: u16,
+    to: SocketAddrV4,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(bool, String)> {
+    let mut s = connect_from(client, src_port, to, timeout)?;
+    let mut request = format!(
+        "POST /up HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        to.ip(),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request)
+        .with_context(|| format!("sending {} bytes from port {src_port}", request.len()))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .with_context(|| format!("reading the answer on port {src_port}"))?;
+    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+    Ok((
+        answer.ends_with(&format!("got {} sum {sum}\n", body.len())),
+        answer,
+    ))
+}
+
 /// One HTTP GET on a fresh connection from `src_port`; returns the body as text.
 pub fn http_get(
     client: &Host,
@@ -813,23 +842,27 @@ impl Rng {
 /// Counters of the router's data plane by reason, read from the pinned `stats` map (the
 /// per-reason verdicts are not in `show`).
 pub fn router_reasons(pin_root: &Path) -> Result<BTreeMap<String, u64>> {
-    use redirector_ebpf::layout::StatsBlock;
     use redirector_ebpf::model::Reason;
+    let mut out = BTreeMap::new();
+    for r in Reason::ALL {
+        let n = router_counter(pin_root, r as usize)?;
+        if n != 0 {
+            out.insert(format!("{r:?}"), n);
+        }
+    }
+    Ok(out)
+}
+
+/// Packets counted at `index` of the router's pinned stats map, summed over CPUs.
+pub fn router_counter(pin_root: &Path, index: usize) -> Result<u64> {
+    use redirector_ebpf::layout::StatsBlock;
     let path = pin_root.join("maps").join("stats");
     let data = aya::maps::MapData::from_pin(&path)
         .with_context(|| format!("opening pinned map {}", path.display()))?;
     let map = aya::maps::Map::from_map_data(data)?;
     let stats: aya::maps::PerCpuArray<aya::maps::MapData, StatsBlock> =
         aya::maps::PerCpuArray::try_from(map)?;
-    let per_cpu = stats.get(&0, 0)?;
-    let mut out = BTreeMap::new();
-    for r in Reason::ALL {
-        let n: u64 = per_cpu.iter().map(|b| b.c[r as usize].packets).sum();
-        if n != 0 {
-            out.insert(format!("{r:?}"), n);
-        }
-    }
-    Ok(out)
+    Ok(stats.get(&0, 0)?.iter().map(|b| b.c[index].packets).sum())
 }
 
 pub fn reason(map: &BTreeMap<String, u64>, name: &str) -> u64 {
