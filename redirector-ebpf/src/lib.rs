@@ -55,7 +55,9 @@
 //!   (b) and (c) met on both development machines; (a) NOT met on either, and out of
 //!   reach on the Intel one: its floor row (`redirect_floor`, classification replaced by
 //!   a fixed decision, `tests/bench_builds.rs` checks both bench builds) is 3.5x there
-//!   (21 vs 6 ns), the full path 4.9x-5.1x (31 ns). On the AMD one (XDP_PASS 21 ns,
+//!   (21 vs 6 ns), the full path 4.9x-5.1x (31 ns); throwaway builds there: the barest
+//!   GRE redirect (no counters, checks or fail-open) 14-15 ns = 2.3x-2.5x, a
+//!   straightforward one (service by hash-map lookup) 22 ns = 3.5x. On the AMD one (XDP_PASS 21 ns,
 //!   Safe-RET return mitigation) the path is 2.98x-3.3x, of which the two
 //!   `bpf_xdp_adjust_head` calls are 14-15 ns and classification about 12 ns. Where
 //!   classification's 10 ns go on the Intel machine (ablated bench builds, `--versus`):
