@@ -494,15 +494,20 @@ int tc_redirect_out(struct __sk_buff *skb)
 		__u8 tos = ip->tos;
 		__u16 df = ip->frag_off & bpf_htons(IP_DF) ? IP_DF : 0;
 
-		/* (Other GSO packets the kernel refuses to grow: they fail open.) */
-		__u64 encap = tcp_gso ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE :
-					0;
-
-		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC, encap)) {
+		/*
+		 * Told that it is IPv4-in-GRE, the kernel also finishes a partial
+		 * inner checksum (a forwarded packet from a sender that offloads
+		 * it) in software where the egress device cannot do it inside a
+		 * tunnel, instead of handing the device offsets it misreads. Other
+		 * GSO packets than TCP the kernel refuses to grow: they fail open.
+		 */
+		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC,
+					BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
+						BPF_F_ADJ_ROOM_ENCAP_L4_GRE)) {
 			counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
 			return TC_ACT_OK;
 		}
-		if (encap)
+		if (tcp_gso)
 			count(st, STATS_GSO_ENCAPSULATED, bytes);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
