@@ -208,17 +208,35 @@ fn pinned_links(dir: &Path) -> Result<Vec<(String, PathBuf, FdLink)>, Redirector
     Ok(links)
 }
 
-/// A pinned link that cannot be switched to this process's program belongs to an
-/// interface that went away (ENOLINK): its pin is only a leftover, removed with a warning.
-fn remove_defunct_pin(
+/// The outcome of switching the pinned `kind` link at `path` to this process's program:
+/// the link, adopted; or, when it could not be switched, `None`: such a link belongs to
+/// an interface that went away (ENOLINK), and its pin, only a leftover, is removed with
+/// a warning.
+fn adopted<L, E>(
     kind: &str,
     iface: &str,
     path: &Path,
-    error: &dyn std::fmt::Display,
-) -> Result<(), RedirectorError> {
-    tracing::warn!(iface, pin = %path.display(), error = %error,
-        "pinned {kind} link cannot be updated; removing its pin");
-    std::fs::remove_file(path).map_err(|e| pin_err("removing", path)(e.to_string()))
+    updated: Result<L, E>,
+) -> Result<Option<FdLink>, RedirectorError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+    E: std::fmt::Display,
+{
+    match updated {
+        Ok(link) => {
+            let link =
+                FdLink::try_from(link).map_err(|e| pin_err("adopting", path)(e.to_string()))?;
+            tracing::info!(iface, pin = %path.display(), "adopted pinned {kind} link");
+            Ok(Some(link))
+        }
+        Err(e) => {
+            tracing::warn!(iface, pin = %path.display(), error = %e,
+                "pinned {kind} link cannot be updated; removing its pin");
+            std::fs::remove_file(path).map_err(|e| pin_err("removing", path)(e.to_string()))?;
+            Ok(None)
+        }
+    }
 }
 
 /// The loaded redirect program and its maps, what this process last wrote to each table
@@ -311,24 +329,16 @@ impl Redirector {
             let xdp_link = XdpLink::try_from(link)
                 .map_err(|e| pin_err("not an XDP link", &path)(e.to_string()))?;
             let program = self.program()?;
-            match program
+            let updated = program
                 .attach_to_link(xdp_link)
-                .and_then(|id| program.take_link(id))
-            {
-                Ok(link) => {
-                    let link = FdLink::try_from(link)
-                        .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
-                    tracing::info!(iface, pin = %path.display(), "adopted pinned XDP link");
-                    self.links.insert(
-                        iface,
-                        Attachment {
-                            link,
-                            pin: Some(path),
-                            mode: AttachMode::Adopted,
-                        },
-                    );
-                }
-                Err(e) => remove_defunct_pin("XDP", &iface, &path, &e)?,
+                .and_then(|id| program.take_link(id));
+            if let Some(link) = adopted("XDP", &iface, &path, updated)? {
+                let attachment = Attachment {
+                    link,
+                    pin: Some(path),
+                    mode: AttachMode::Adopted,
+                };
+                self.links.insert(iface, attachment);
             }
         }
         Ok(())
@@ -340,17 +350,11 @@ impl Redirector {
             let tc_link = SchedClassifierLink::try_from(link)
                 .map_err(|e| pin_err("not a tc link", &path)(e.to_string()))?;
             let program = self.out_program()?;
-            match program
+            let updated = program
                 .attach_to_link(tc_link)
-                .and_then(|id| program.take_link(id))
-            {
-                Ok(link) => {
-                    let link = FdLink::try_from(link)
-                        .map_err(|e| pin_err("adopting", &path)(e.to_string()))?;
-                    tracing::info!(iface, pin = %path.display(), "adopted pinned tc egress link");
-                    self.out_links.insert(iface, (link, Some(path)));
-                }
-                Err(e) => remove_defunct_pin("tc egress", &iface, &path, &e)?,
+                .and_then(|id| program.take_link(id));
+            if let Some(link) = adopted("tc egress", &iface, &path, updated)? {
+                self.out_links.insert(iface, (link, Some(path)));
             }
         }
         Ok(())

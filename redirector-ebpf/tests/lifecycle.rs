@@ -321,6 +321,46 @@ impl Drop for PinGuard {
     }
 }
 
+/// Pinned links whose interface went away while no controller ran (the XDP and the tc
+/// egress one): adoption removes their pins with a warning instead of failing, and the
+/// links of interfaces still there are adopted as usual.
+#[test]
+fn adoption_unpins_links_of_interfaces_that_went_away() -> Result<()> {
+    let lab = Lab::new("dpgone")?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    lab.link(&a, "a0", &b, "b0")?;
+    lab.link(&a, "a1", &b, "b1")?;
+    let root = PinRoot::instance(lab.id())?;
+    let guard = PinGuard(root.clone());
+    let mut first = Redirector::open(&root)?;
+    for iface in ["a0", "a1"] {
+        a.in_ns(|| first.attach(iface))??;
+        a.in_ns(|| first.attach_out(iface))??;
+    }
+    drop(first);
+    a.run(a.command("ip")?.args(["link", "del", "a0"]))?;
+
+    let second = Redirector::open(&root)?;
+    assert_eq!(
+        second.attached(),
+        vec![("a1".to_owned(), AttachMode::Adopted)],
+        "the link of the interface that is left adopted"
+    );
+    for dir in [root.links_dir(), root.out_links_dir()] {
+        assert!(
+            !dir.join("a0").exists(),
+            "{} unpinned",
+            dir.join("a0").display()
+        );
+        assert!(dir.join("a1").exists(), "{} kept", dir.join("a1").display());
+    }
+    second.clear()?;
+    assert_eq!(pins_left(&root), Vec::<String>::new(), "pins left");
+    drop(guard);
+    lab.teardown().context("lab teardown")
+}
+
 /// A device without native XDP (loopback) gets generic XDP, not an error; an unpinned
 /// attachment pins nothing and detaches on request.
 #[test]
