@@ -35,7 +35,8 @@
 //! 17. GRE and too big for the engine's MTU: DF clear, fail open; DF set, answer with
 //!     ICMP fragmentation needed out of the ingress interface.
 //! 18. A SYN (without ACK) records its engine in the connection table.
-//! 19. L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
+//! 19. L2: rewrite both MACs and drop the tags (the engine's interface carries none).
+//!     GRE: replace the Ethernet header (and tags) by Ethernet +
 //!     outer IPv4 (TOS and DF copied, TTL 64, id 0) + GRE 0x883E + redirect header.
 
 use std::collections::HashMap;
@@ -406,9 +407,12 @@ fn encapsulate(frame: &[u8], l3: usize, d: &Decision) -> (Vec<u8>, Reason) {
     let eng = d.eng;
     let ip = &frame[l3..];
     if eng.method == METHOD_L2 {
-        let mut out = frame.to_vec();
-        out[..6].copy_from_slice(&eng.dst_mac);
-        out[6..12].copy_from_slice(&eng.src_mac);
+        // The engine's interface carries no tags (the controller refuses engines behind
+        // VLAN devices): the frame leaves untagged, the client's tags dropped.
+        let mut out = Vec::with_capacity(frame.len());
+        out.extend_from_slice(&eng.dst_mac);
+        out.extend_from_slice(&eng.src_mac);
+        out.extend_from_slice(&frame[l3 - 2..]);
         return (out, Reason::RedirectL2);
     }
     let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));

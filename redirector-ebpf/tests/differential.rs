@@ -1025,6 +1025,14 @@ fn fixture_frames() -> Vec<(&'static str, Vec<u8>)> {
             fixture_frame(&[], 0, 0, 64, 17, client, &udp),
         ),
         (
+            "udp service 91 (l2), 802.1q tag dropped",
+            fixture_frame(&[0x8100], 0, 0, 64, 17, client, &udp),
+        ),
+        (
+            "udp service 91 (l2), 802.1ad + 802.1q tags dropped",
+            fixture_frame(&[0x88a8, 0x8100], 0, 0, 64, 17, client, &udp),
+        ),
+        (
             "engine's own connection",
             fixture_frame(&[], 0, 0, 64, 6, engine, &syn),
         ),

@@ -338,6 +338,18 @@ int xdp_redirect(struct xdp_md *ctx)
 	__u32 reason;
 
 	if (eng->method == METHOD_L2) {
+		/* The engine's interface carries no tags (the controller refuses
+		 * engines behind VLAN devices): drop the client's, moving the start
+		 * of the frame up to the MACs' new place; the inner EtherType is
+		 * already where an untagged frame has it. */
+		if (l3_off != 14) {
+			if (bpf_xdp_adjust_head(ctx, (int)l3_off - 14))
+				return fail_open(st, REASON_ADJUST_FAILED, service_id, bytes);
+			data = (void *)(long)ctx->data;
+			data_end = (void *)(long)ctx->data_end;
+			if (data + 14 > data_end)
+				return XDP_ABORTED;
+		}
 		put_engine_macs(data, eng);
 		reason = REASON_REDIRECT_L2;
 	} else {
