@@ -505,6 +505,7 @@ fn compile(
                     src_mac: path.map_or([0; 6], |p| p.src_mac),
                     ifindex: path.map_or(0, |p| p.ifindex),
                     mtu: path.map_or(0, |p| p.mtu),
+                    vlan: path.and_then(|p| p.vlan),
                     method: if l2 { dp::Method::L2 } else { dp::Method::Gre },
                     // Unresolved: listed (its returns are still recognised) but not usable,
                     // so its buckets fail open.

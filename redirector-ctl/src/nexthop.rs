@@ -81,6 +81,9 @@ pub struct Path {
     pub dst_mac: [u8; 6],
     /// Largest IP packet, clamped to 16 bits.
     pub mtu: u16,
+    /// The 802.1Q VLAN the frames carry, when the route goes out of a VLAN device
+    /// (`ifindex` is then its parent's).
+    pub vlan: Option<u16>,
 }
 
 impl NextHop {
@@ -117,6 +120,7 @@ impl NextHop {
                 src_mac,
                 dst_mac,
                 mtu: u16::try_from(self.mtu).unwrap_or(u16::MAX),
+                vlan: None,
             }),
             _ => Err("next hop incomplete".into()),
         }
@@ -925,7 +929,8 @@ mod tests {
                 router_addr: R,
                 src_mac: SRC,
                 dst_mac: MAC,
-                mtu: 1500
+                mtu: 1500,
+                vlan: None,
             }
         );
         assert_eq!(hop.path(true).unwrap(), p, "on-link: L2 is fine");

@@ -248,6 +248,11 @@ pub struct EngineEntry {
     pub method: u8,
     /// [`ENGINE_USABLE`].
     pub flags: u8,
+    /// 802.1Q tag control (the VLAN id), network order, for an engine behind a VLAN
+    /// device (`ifindex` is then the VLAN device's parent); 0: untagged.
+    pub vlan_tci: u16,
+    /// Zero.
+    pub reserved: u16,
 }
 
 /// Key of `engine_addrs`. C: `struct redirector_engine_key`.
@@ -358,7 +363,7 @@ pub const SHARED_TYPES: &[SharedType] = &[
     }),
     shared_type!(BucketEntry => "redirector_bucket" { engine, flags }),
     shared_type!(EngineEntry => "redirector_engine" {
-        addr, router_addr, dst_mac, src_mac, ifindex, mtu, method, flags
+        addr, router_addr, dst_mac, src_mac, ifindex, mtu, method, flags, vlan_tci, reserved
     }),
     shared_type!(EngineKey => "redirector_engine_key" { slot, addr }),
     shared_type!(FlowKey => "redirector_flow" { saddr, daddr, sport, dport, protocol, reserved }),

@@ -35,8 +35,8 @@
 //! 17. GRE and too big for the engine's MTU: DF clear, fail open; DF set, answer with
 //!     ICMP fragmentation needed out of the ingress interface.
 //! 18. A SYN (without ACK) records its engine in the connection table.
-//! 19. L2: rewrite both MACs and drop the tags (the engine's interface carries none).
-//!     GRE: replace the Ethernet header (and tags) by Ethernet +
+//! 19. The client's tags are dropped; an engine behind a VLAN device gets its 802.1Q tag.
+//!     L2: rewrite both MACs. GRE: replace the Ethernet header (and tags) by Ethernet +
 //!     outer IPv4 (TOS and DF copied, TTL 64, id 0) + GRE 0x883E + redirect header.
 
 use std::collections::HashMap;
@@ -403,23 +403,24 @@ pub struct Decision {
 /// The redirected frame, as both hooks write it: L2, both MACs rewritten; GRE, the
 /// Ethernet header (and tags) replaced by Ethernet + outer IPv4 (TOS and DF copied, TTL
 /// 64, id 0) + GRE 0x883E + redirect header.
-fn encapsulate(frame: &[u8], l3: usize, d: &Decision) -> (Vec<u8>, Reason) {
+fn encapsulate(frame: &[u8], l3: usize, d: &Decision, tag_in_bytes: bool) -> (Vec<u8>, Reason) {
     let eng = d.eng;
     let ip = &frame[l3..];
+    // The client's tags go; an engine behind a VLAN device gets its tag, in the frame's
+    // bytes at XDP, as skb metadata at tc egress (not in the bytes).
+    let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD + 4);
+    out.extend_from_slice(&eng.dst_mac);
+    out.extend_from_slice(&eng.src_mac);
+    if eng.vlan_tci != 0 && tag_in_bytes {
+        out.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+        out.extend_from_slice(&eng.vlan_tci.to_ne_bytes());
+    }
     if eng.method == METHOD_L2 {
-        // The engine's interface carries no tags (the controller refuses engines behind
-        // VLAN devices): the frame leaves untagged, the client's tags dropped.
-        let mut out = Vec::with_capacity(frame.len());
-        out.extend_from_slice(&eng.dst_mac);
-        out.extend_from_slice(&eng.src_mac);
         out.extend_from_slice(&frame[l3 - 2..]);
         return (out, Reason::RedirectL2);
     }
     let tot_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     let frag_off = u16::from_be_bytes([ip[6], ip[7]]);
-    let mut out = Vec::with_capacity(frame.len() + GRE_OVERHEAD);
-    out.extend_from_slice(&eng.dst_mac);
-    out.extend_from_slice(&eng.src_mac);
     out.extend_from_slice(&ETH_P_IP.to_be_bytes());
     let mut outer = [0u8; 20];
     outer[0] = 0x45;
@@ -634,7 +635,7 @@ impl Dataplane {
             let out = frag_needed(&frame, l3, ihl, eng.router_addr, eng.mtu);
             return self.finish(Verdict::Tx, Reason::TooBigDf, out, bytes);
         }
-        self.redirect(&frame, l3, &d, Verdict::Tx, bytes)
+        self.redirect(&frame, l3, &d, Verdict::Tx, true, bytes)
     }
 
     /// "Redirect out": runs the tc egress program `tc_redirect_out` on one frame leaving
@@ -654,7 +655,8 @@ impl Dataplane {
     ///    [`STATS_GSO_ENCAPSULATED`](crate::layout::STATS_GSO_ENCAPSULATED)), are not
     ///    modelled: a test run cannot make one, and the namespace test of redirect out
     ///    sends them.
-    /// 6. SYN recorded; L2 or GRE rewrite as at ingress; the engine's interface, or this
+    /// 6. SYN recorded; L2 or GRE rewrite as at ingress, but an engine's VLAN tag is skb
+    ///    metadata (`bpf_skb_vlan_push`), not in the bytes; the engine's interface, or this
     ///    one when the engine's is 0.
     pub fn process_egress(
         &mut self,
@@ -711,7 +713,7 @@ impl Dataplane {
             };
             return self.fail_open(reason, d.service, frame, bytes);
         }
-        self.redirect(frame, l3, &d, Verdict::Pass, bytes)
+        self.redirect(frame, l3, &d, Verdict::Pass, false, bytes)
     }
 
     /// The classification both hooks share (`classify()` in `src/bpf/classify.h`), from
@@ -861,19 +863,21 @@ impl Dataplane {
         })
     }
 
-    /// A classified packet on its way to the engine: its SYN recorded, rewritten, counted,
-    /// and sent out of the engine's interface, or with `local` (the hook's verdict for
-    /// "out of the interface it is on") when the engine's is 0.
+    /// A classified packet on its way to the engine: its SYN recorded, rewritten (an
+    /// engine's VLAN tag in the bytes when `tag_in_bytes`, else left to metadata),
+    /// counted, and sent out of the engine's interface, or with `local` (the hook's
+    /// verdict for "out of the interface it is on") when the engine's is 0.
     fn redirect(
         &mut self,
         frame: &[u8],
         l3: usize,
         d: &Decision,
         local: Verdict,
+        tag_in_bytes: bool,
         bytes: u64,
     ) -> Outcome {
         self.remember_syn(d);
-        let (out, reason) = encapsulate(frame, l3, d);
+        let (out, reason) = encapsulate(frame, l3, d, tag_in_bytes);
         self.count_redirected(d, bytes);
         let verdict = match d.eng.ifindex {
             0 => local,

@@ -86,6 +86,10 @@ pub struct EngineConfig {
     pub return_method: Method,
     /// A listed but unusable engine makes its buckets fail open.
     pub usable: bool,
+    /// The 802.1Q VLAN (1-4094) the engine is reached on, for an engine behind a VLAN
+    /// device: `ifindex` is then the device's parent, and frames to the engine carry the
+    /// tag (router-on-a-stick); `None`: untagged.
+    pub vlan: Option<u16>,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             method: Method::Gre,
             return_method: Method::Gre,
             usable: false,
+            vlan: None,
         }
     }
 }
@@ -285,6 +290,9 @@ pub enum TableError {
     /// An MTU below 96 (68 + GRE's 28) leaves no valid next-hop MTU to announce in ICMP.
     #[error("engine {0}: MTU {1} is below 96 (0 leaves sizes unchecked)")]
     EngineMtu(Ipv4Addr, u16),
+    /// A VLAN id outside 1-4094.
+    #[error("engine {0}: VLAN {1} is not an id 1-4094")]
+    EngineVlan(Ipv4Addr, u16),
     /// A prefix length over 32.
     #[error("service {0}: invalid prefix {1}")]
     BadPrefix(u8, Prefix),
@@ -387,6 +395,9 @@ impl TableConfig {
             if e.mtu != 0 && e.mtu < MIN_IPV4_MTU + GRE_OVERHEAD {
                 return Err(TableError::EngineMtu(e.addr, e.mtu));
             }
+            if let Some(v) = e.vlan.filter(|v| !(1..=4094).contains(v)) {
+                return Err(TableError::EngineVlan(e.addr, v));
+            }
             if e.return_method == Method::L2 {
                 if let Some(&(_, other)) = table.engine_macs.iter().find(|(m, _)| *m == e.dst_mac) {
                     return Err(TableError::DuplicateEngineMac(
@@ -410,6 +421,8 @@ impl TableConfig {
                     Method::L2 => METHOD_L2,
                 },
                 flags: if e.usable { ENGINE_USABLE } else { 0 },
+                vlan_tci: e.vlan.unwrap_or(0).to_be(),
+                reserved: 0,
             };
         }
 

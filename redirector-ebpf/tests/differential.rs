@@ -99,6 +99,7 @@ fn random_engine(rng: &mut Rng, i: usize) -> EngineConfig {
             Method::Gre
         },
         usable: rng.chance(85),
+        vlan: rng.chance(30).then(|| rng.below(4094) as u16 + 1),
     }
 }
 
@@ -767,6 +768,11 @@ fn fixture_config() -> TableConfig {
         method,
         return_method,
         usable: true,
+        vlan: None,
+    };
+    let tagged = |i: u8, method, vlan| EngineConfig {
+        vlan: Some(vlan),
+        ..engine(i, method, Method::Gre)
     };
     let all = |e| Slot {
         engine: Some(e),
@@ -827,10 +833,27 @@ fn fixture_config() -> TableConfig {
                 skip_list: prefixes(&["100.64.0.0/10"]),
                 ..gre_tcp(94, 110)
             },
+            // Engines behind VLAN devices: GRE on VLAN 20, L2 on VLAN 30.
+            ServiceConfig {
+                assignment: Assignment::Hash(vec![all(2); 256]),
+                ..gre_tcp(95, 8443)
+            },
+            ServiceConfig {
+                id: 96,
+                dynamic: true,
+                protocol: Protocol::Udp,
+                priority: 1,
+                flags: wccp::assign::flags::SRC_IP_HASH | wccp::assign::flags::PORTS_DEFINED,
+                ports: vec![5353],
+                assignment: Assignment::Hash(vec![all(3); 256]),
+                ..ServiceConfig::default()
+            },
         ],
         engines: vec![
             engine(2, Method::Gre, Method::Gre),
             engine(3, Method::L2, Method::L2),
+            tagged(4, Method::Gre, 20),
+            tagged(5, Method::L2, 30),
         ],
         mss_clamp: MssClamp::Auto,
     }
@@ -915,6 +938,12 @@ fn egress_frames() -> Vec<(&'static str, Vec<u8>, u32)> {
             0,
         ),
         (
+            // The engine's tag is skb metadata at egress, not in the bytes.
+            "egress: tcp syn to service 95, gre, engine on vlan 20",
+            fixture_frame(&[], 0, 0x4000, 64, 6, client, &tcp(8443, 0x02, 0)),
+            0,
+        ),
+        (
             "egress: arrived on an engine-facing interface (a return)",
             fixture_frame(&[], 0, 0x4000, 64, 6, client, &syn),
             IFACE_ENGINE_FACING,
@@ -973,6 +1002,9 @@ fn fixture_frames() -> Vec<(&'static str, Vec<u8>)> {
     udp[0..2].copy_from_slice(&5353u16.to_be_bytes());
     udp[2..4].copy_from_slice(&53u16.to_be_bytes());
     udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+    let mut udp5353 = udp.clone();
+    udp5353[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    udp5353[2..4].copy_from_slice(&5353u16.to_be_bytes());
     let redirected = fixture_frame(&[], 0, 0x4000, 1, 6, client, &syn);
     let mut gre_rh = vec![0, 0, 0x88, 0x3e, 0x01, 0, 0, 0];
     gre_rh.extend_from_slice(&redirected[14..]);
@@ -1031,6 +1063,26 @@ fn fixture_frames() -> Vec<(&'static str, Vec<u8>)> {
         (
             "udp service 91 (l2), 802.1ad + 802.1q tags dropped",
             fixture_frame(&[0x88a8, 0x8100], 0, 0, 64, 17, client, &udp),
+        ),
+        (
+            "tcp syn to service 95 (gre, engine on vlan 20)",
+            fixture_frame(&[], 0, 0, 64, 6, client, &tcp(8443, 0x02, 0)),
+        ),
+        (
+            "tcp syn to service 95 (gre, engine on vlan 20), 802.1q tag replaced",
+            fixture_frame(&[0x8100], 0, 0, 64, 6, client, &tcp(8443, 0x02, 0)),
+        ),
+        (
+            "udp service 96 (l2, engine on vlan 30): tag added",
+            fixture_frame(&[], 0, 0, 64, 17, client, &udp5353),
+        ),
+        (
+            "udp service 96 (l2, engine on vlan 30): 802.1q tag replaced",
+            fixture_frame(&[0x8100], 0, 0, 64, 17, client, &udp5353),
+        ),
+        (
+            "udp service 96 (l2, engine on vlan 30): 802.1ad + 802.1q tags replaced",
+            fixture_frame(&[0x88a8, 0x8100], 0, 0, 64, 17, client, &udp5353),
         ),
         (
             "engine's own connection",

@@ -497,6 +497,16 @@ fn table_compiler_refuses_what_the_data_plane_cannot_do() {
     );
     config.engines[0].mtu = 96;
     assert!(config.compile().is_ok());
+    for bad in [0, 4095] {
+        config.engines[0].vlan = Some(bad);
+        assert_eq!(
+            config.compile(),
+            Err(TableError::EngineVlan(Ipv4Addr::new(10, 0, 0, 2), bad))
+        );
+    }
+    config.engines[0].vlan = Some(4094);
+    assert!(config.compile().is_ok());
+    config.engines[0].vlan = None;
     let mut twin = config.engines[0];
     twin.addr = Ipv4Addr::new(10, 0, 0, 3);
     config.engines.push(twin);

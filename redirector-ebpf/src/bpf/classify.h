@@ -562,6 +562,14 @@ static __always_inline void put_engine_macs(__u8 *p, const struct redirector_eng
 	put32(p + 8, *(const __u32 *)(eng->dst_mac + 8));
 }
 
+/* An 802.1Q tag (TPID, then the engine's tag control) at bytes 12-15, after
+ * the MACs. */
+static __always_inline void put_vlan_tag(__u8 *p, __u16 tci)
+{
+	put16(p + 12, bpf_htons(ETH_P_8021Q_));
+	put16(p + 14, tci);
+}
+
 /*
  * Bytes 12-41 of a GRE-redirected frame: EtherType IPv4, the outer IPv4 header
  * (router -> engine, protocol GRE, the inner packet's TOS and DF, TTL 64), GRE

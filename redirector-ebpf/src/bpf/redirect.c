@@ -337,20 +337,25 @@ int xdp_redirect(struct xdp_md *ctx)
 
 	__u32 reason;
 
+	/* An engine behind a VLAN device (router-on-a-stick): its frames carry
+	 * the device's 802.1Q tag and leave by its parent. */
+	__u32 tag = eng->vlan_tci ? 4 : 0;
+
 	if (eng->method == METHOD_L2) {
-		/* The engine's interface carries no tags (the controller refuses
-		 * engines behind VLAN devices): drop the client's, moving the start
-		 * of the frame up to the MACs' new place; the inner EtherType is
-		 * already where an untagged frame has it. */
-		if (l3_off != 14) {
-			if (bpf_xdp_adjust_head(ctx, (int)l3_off - 14))
-				return fail_open(st, REASON_ADJUST_FAILED, service_id, bytes);
-			data = (void *)(long)ctx->data;
-			data_end = (void *)(long)ctx->data_end;
-			if (data + 14 > data_end)
-				return XDP_ABORTED;
-		}
+		/* The client's tags go, the engine's (if any) comes: the frame's
+		 * start moves to where the MACs and that tag end at the inner
+		 * EtherType, which stays in place. */
+		int move = (int)l3_off - 14 - (int)tag;
+
+		if (move && bpf_xdp_adjust_head(ctx, move))
+			return fail_open(st, REASON_ADJUST_FAILED, service_id, bytes);
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (data + 18 > data_end)
+			return XDP_ABORTED;
 		put_engine_macs(data, eng);
+		if (tag)
+			put_vlan_tag(data, eng->vlan_tci);
 		reason = REASON_REDIRECT_L2;
 	} else {
 		/* Header fields read before the frame moves. */
@@ -362,22 +367,30 @@ int xdp_redirect(struct xdp_md *ctx)
 		__u16 saved_eth12 = *(__u16 *)((__u8 *)data + 12);
 #endif
 
-		if (bpf_xdp_adjust_head(ctx, (int)l3_off - ENCAP_LEN))
+		if (bpf_xdp_adjust_head(ctx, (int)l3_off - ENCAP_LEN - (int)tag))
 			return fail_open(st, REASON_ADJUST_FAILED, service_id, bytes);
 		data = (void *)(long)ctx->data;
 		data_end = (void *)(long)ctx->data_end;
-		if (data + ENCAP_LEN > data_end)
+		/* (Every encapsulated frame is longer: 42 + 28 bytes at least.) */
+		if (data + ENCAP_LEN + 4 > data_end)
 			return XDP_ABORTED;
 		__u8 *p = data;
 
 		put_engine_macs(p, eng);
-		put_gre_headers(p, &d, tot_len, tos, df);
+		/* Two copies of the header writes, so that untagged frames (the
+		 * common case) write at constant offsets. */
+		if (__builtin_expect(tag != 0, 0)) {
+			put_vlan_tag(p, eng->vlan_tci);
+			put_gre_headers(p + 4, &d, tot_len, tos, df);
+		} else {
+			put_gre_headers(p, &d, tot_len, tos, df);
+		}
 		reason = REASON_REDIRECT_GRE;
 #ifdef REDIRECTOR_BENCH
 		/* Bench-only build (redirect_bench.c): put the frame back as it came,
 		 * so that BPF_PROG_TEST_RUN's repeat runs the whole redirect path on
 		 * the same input every time instead of on its own GRE output. */
-		if (l3_off == 14) {
+		if (l3_off == 14 && !tag) {
 			put64(p + GRE_OVERHEAD, saved_eth0);
 			put32(p + GRE_OVERHEAD + 8, saved_eth8);
 			put16(p + GRE_OVERHEAD + 12, saved_eth12);
@@ -533,6 +546,15 @@ int tc_redirect_out(struct __sk_buff *skb)
 	if (data + 14 > data_end)
 		return TC_ACT_SHOT;
 	put_engine_macs(data, eng);
+	/* An engine behind a VLAN device: the tag as skb metadata, which the
+	 * parent device (or the stack for it) inserts. It cannot fail for an
+	 * untagged skb; the packet is rewritten already, so one it failed on is
+	 * counted and dropped rather than sent on to the server. */
+	if (eng->vlan_tci &&
+	    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q_), bpf_ntohs(eng->vlan_tci))) {
+		counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
+		return TC_ACT_SHOT;
+	}
 
 	count_redirected(st, &d, reason, bytes);
 	/* Engine index 0 in ifindex: out of the interface it was leaving by. */

@@ -300,6 +300,10 @@ struct redirector_engine {
 	__u8 method;
 	/* ENGINE_* */
 	__u8 flags;
+	/* 802.1Q tag control (VLAN id, network order) the engine is reached with
+	 * out of ifindex, for engines behind a VLAN device; 0: untagged. */
+	__u16 vlan_tci;
+	__u16 reserved;
 };
 
 /* engine_addrs key. Rust twin: layout::EngineKey. */
