@@ -797,6 +797,7 @@ mod tests {
             mtu: 1500,
             neighbour: Some("reachable"),
             reason: None,
+            vlan: None,
         }
     }
 
@@ -928,6 +929,30 @@ mod tests {
             .map(|(v, _)| v.src_port)
             .collect();
         assert_eq!(sticky, vec![2, 3]);
+    }
+
+    #[test]
+    fn an_engine_behind_a_vlan_device_is_installed_tagged_on_the_parent() {
+        let tagged = NextHop {
+            iface: Some("r1.20".into()),
+            ifindex: 9,
+            vlan: Some(crate::nexthop::VlanPath {
+                id: 20,
+                parent: "r1".into(),
+                parent_index: 7,
+            }),
+            ..hop(None)
+        };
+        let (cfg, _) = compile(&services(ForwardingMethods::GRE), &[(E, tagged)].into());
+        assert_eq!(
+            (
+                cfg.engines[0].usable,
+                cfg.engines[0].ifindex,
+                cfg.engines[0].vlan
+            ),
+            (true, 7, Some(20))
+        );
+        assert!(cfg.compile().is_ok());
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use rtnetlink::packet_route::link::{
-    LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+    InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+    VlanProtocol,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -66,6 +67,20 @@ pub struct NextHop {
     pub neighbour: Option<&'static str>,
     /// Why the next hop is not resolved; `None` when it is.
     pub reason: Option<String>,
+    /// When the egress interface is a VLAN device: its tag, and the parent device
+    /// frames leave by (XDP cannot send out of the VLAN device itself).
+    pub vlan: Option<VlanPath>,
+}
+
+/// The tagged way out of a VLAN device (router-on-a-stick).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VlanPath {
+    /// The 802.1Q VLAN id.
+    pub id: u16,
+    /// The parent device's name.
+    pub parent: String,
+    /// The parent device's index: where the data plane sends the tagged frames.
+    pub parent_index: u32,
 }
 
 /// What the data plane writes for an engine it can redirect to.
@@ -115,12 +130,12 @@ impl NextHop {
         }
         match (self.router_addr, self.src_mac, self.mac) {
             (Some(router_addr), Some(src_mac), Some(dst_mac)) if self.ifindex != 0 => Ok(Path {
-                ifindex: self.ifindex,
+                ifindex: self.vlan.as_ref().map_or(self.ifindex, |v| v.parent_index),
                 router_addr,
                 src_mac,
                 dst_mac,
                 mtu: u16::try_from(self.mtu).unwrap_or(u16::MAX),
-                vlan: None,
+                vlan: self.vlan.as_ref().map(|v| v.id),
             }),
             _ => Err("next hop incomplete".into()),
         }
@@ -199,10 +214,16 @@ pub struct LinkFacts {
     pub noarp: bool,
     /// Its kind (`veth`, `vlan`, `bridge`, ...), for virtual devices.
     pub kind: Option<String>,
+    /// The device it is stacked on (IFLA_LINK), for a VLAN device its parent.
+    pub parent: Option<u32>,
+    /// A VLAN device's id, and whether it is 802.1Q (false: 802.1ad).
+    pub vlan: Option<(u16, bool)>,
 }
 
 /// Kinds of device that XDP cannot redirect frames out of (they have no `ndo_xdp_xmit`):
-/// a frame sent there would be dropped, so such an engine fails open instead.
+/// a frame sent there would be dropped, so such an engine fails open instead. A VLAN
+/// device is the exception: its frames go tagged out of its parent (when that is not
+/// one of these).
 pub const NO_XDP_XMIT: [&str; 9] = [
     "bridge", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "dummy", "vrf",
 ];
@@ -222,10 +243,24 @@ pub fn link_facts(m: &LinkMessage) -> LinkFacts {
             LinkAttribute::IfName(n) => f.name = n.clone(),
             LinkAttribute::Mtu(v) => f.mtu = *v,
             LinkAttribute::Address(a) if ether => f.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+            LinkAttribute::Link(parent) => f.parent = Some(*parent),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        f.kind = Some(k.to_string());
+                    match i {
+                        LinkInfo::Kind(k) => f.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::Vlan(v)) => {
+                            let mut id = None;
+                            let mut dot1q = true;
+                            for a in v {
+                                match a {
+                                    InfoVlan::Id(i) => id = Some(*i),
+                                    InfoVlan::Protocol(p) => dot1q = *p == VlanProtocol::Ieee8021Q,
+                                    _ => {}
+                                }
+                            }
+                            f.vlan = id.map(|i| (i, dot1q));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -298,7 +333,8 @@ fn route_refusal(engine: Ipv4Addr, kind: RouteType) -> Option<String> {
 }
 
 /// Builds an engine's next hop from what the kernel said: the route to it, the output
-/// interface, and the neighbour entry of the next hop there (`None`: no entry). A
+/// interface (and, for a VLAN device, its parent), and the neighbour entry of the next
+/// hop there (`None`: no entry). A
 /// previous next hop on the same interface and gateway lends its MAC while the kernel
 /// re-resolves (an entry deleted or being probed again), so that a routine refresh does
 /// not fail the engine open; a failed resolution does not.
@@ -307,6 +343,7 @@ pub fn assemble(
     configured_router: Ipv4Addr,
     route: &RouteFacts,
     link: &LinkFacts,
+    parent: Option<&LinkFacts>,
     neigh: Option<&NeighFacts>,
     previous: Option<&NextHop>,
 ) -> (NextHop, Follow) {
@@ -344,7 +381,59 @@ pub fn assemble(
             Follow::Nothing,
         );
     }
-    if let Some(kind) = link.kind.as_deref().filter(|k| NO_XDP_XMIT.contains(k)) {
+    if link.kind.as_deref() == Some("vlan") {
+        // Router-on-a-stick: the frames leave tagged by the parent device.
+        let id = match link.vlan {
+            Some((id, true)) => id,
+            Some((_, false)) => {
+                return fail(
+                    hop,
+                    format!(
+                        "interface {name} is an 802.1ad (QinQ) VLAN device: only 802.1Q is \
+                         supported"
+                    ),
+                    Follow::Nothing,
+                )
+            }
+            None => {
+                return fail(
+                    hop,
+                    format!("VLAN device {name}: the kernel did not say its VLAN id"),
+                    Follow::Nothing,
+                )
+            }
+        };
+        let Some(p) = parent else {
+            return fail(
+                hop,
+                format!("VLAN device {name}: its parent device was not found"),
+                Follow::Nothing,
+            );
+        };
+        let pname = &p.name;
+        if let Some(kind) = p.kind.as_deref().filter(|k| NO_XDP_XMIT.contains(k)) {
+            return fail(
+                hop,
+                format!(
+                    "VLAN device {name} is on {pname}, a {kind} device, which XDP cannot \
+                     redirect out of"
+                ),
+                Follow::Nothing,
+            );
+        }
+        if !p.up || !p.lower_up {
+            return fail(
+                hop,
+                format!("VLAN device {name} is on {pname}, which is down or has no carrier"),
+                Follow::Nothing,
+            );
+        }
+        hop.vlan = Some(VlanPath {
+            id,
+            parent: pname.clone(),
+            parent_index: p.index,
+        });
+    } else if let Some(kind) = link.kind.as_deref().filter(|k| NO_XDP_XMIT.contains(k)) {
         return fail(
             hop,
             format!(
@@ -794,6 +883,20 @@ async fn lookup(
         }
     })
     .await?;
+    // A VLAN device's frames leave by its parent, whose state matters too.
+    let parent = match (link.kind.as_deref(), link.parent) {
+        (Some("vlan"), Some(index)) => {
+            timed("link lookup", async {
+                let mut links = handle.link().get().match_index(index).execute();
+                match links.try_next().await {
+                    Ok(l) => Ok(l.map(|l| link_facts(&l))),
+                    Err(e) => Err(nl_error(&format!("interface {index}"), e)),
+                }
+            })
+            .await?
+        }
+        _ => None,
+    };
     let nh = route.gateway.filter(|g| *g != engine).unwrap_or(engine);
     let neigh = timed("neighbour lookup", get_neighbour(handle, oif, nh)).await?;
     Ok(assemble(
@@ -801,6 +904,7 @@ async fn lookup(
         configured_router,
         &route,
         &link,
+        parent.as_ref(),
         neigh.as_ref(),
         previous,
     ))
@@ -901,6 +1005,8 @@ mod tests {
             lower_up: true,
             noarp: false,
             kind: Some("veth".into()),
+            parent: None,
+            vlan: None,
         }
     }
 
@@ -915,6 +1021,7 @@ mod tests {
             Ipv4Addr::new(192, 0, 2, 1),
             &route(None),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Reachable, Some(MAC))),
             None,
         );
@@ -948,6 +1055,7 @@ mod tests {
             cfg,
             &r,
             &link(),
+            None,
             Some(&neigh(NeighbourState::Permanent, Some(MAC))),
             None,
         );
@@ -961,6 +1069,7 @@ mod tests {
             cfg,
             &route(None),
             &big,
+            None,
             Some(&neigh(NeighbourState::Noarp, Some(MAC))),
             None,
         );
@@ -974,6 +1083,7 @@ mod tests {
             R,
             &route(Some(GW)),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Reachable, Some(MAC))),
             None,
         );
@@ -998,10 +1108,71 @@ mod tests {
         ] {
             let mut r = route(None);
             r.kind = kind;
-            let (hop, follow) = assemble(E, R, &r, &link(), None, None);
+            let (hop, follow) = assemble(E, R, &r, &link(), None, None, None);
             assert_eq!(follow, Follow::Nothing);
             let reason = hop.reason.clone().unwrap();
             assert!(reason.contains(words), "{kind:?}: {reason}");
+            assert!(hop.path(false).is_err());
+        }
+    }
+
+    /// A VLAN device "r1.20" (index 9) on `link()` (index 7).
+    fn vlan_link(id: u16, dot1q: bool) -> LinkFacts {
+        LinkFacts {
+            index: 9,
+            name: "r1.20".into(),
+            kind: Some("vlan".into()),
+            parent: Some(7),
+            vlan: Some((id, dot1q)),
+            ..link()
+        }
+    }
+
+    #[test]
+    fn an_engine_behind_a_vlan_device_is_reached_tagged_through_its_parent() {
+        let reachable = neigh(NeighbourState::Reachable, Some(MAC));
+        let (hop, follow) = assemble(
+            E,
+            R,
+            &route(None),
+            &vlan_link(20, true),
+            Some(&link()),
+            Some(&reachable),
+            None,
+        );
+        assert_eq!((hop.reason.clone(), follow), (None, Follow::Nothing));
+        assert_eq!(hop.ifindex, 9, "neighbours are the VLAN device's");
+        assert_eq!(hop.neighbour_addr(E), Some(E));
+        let p = hop.path(true).unwrap();
+        assert_eq!(
+            (p.ifindex, p.vlan),
+            (7, Some(20)),
+            "out of the parent, tagged"
+        );
+        assert_eq!(hop.path(false).unwrap(), p);
+    }
+
+    #[test]
+    fn vlan_devices_that_cannot_carry_the_redirect_are_refused() {
+        let reachable = neigh(NeighbourState::Reachable, Some(MAC));
+        let bridge = LinkFacts {
+            kind: Some("bridge".into()),
+            ..link()
+        };
+        let down = LinkFacts {
+            lower_up: false,
+            ..link()
+        };
+        let cases: [(LinkFacts, Option<&LinkFacts>, &str); 4] = [
+            (vlan_link(20, false), Some(&link()), "802.1ad"),
+            (vlan_link(20, true), None, "parent device was not found"),
+            (vlan_link(20, true), Some(&bridge), "on r1, a bridge device"),
+            (vlan_link(20, true), Some(&down), "down or has no carrier"),
+        ];
+        for (vlan, parent, words) in cases {
+            let (hop, _) = assemble(E, R, &route(None), &vlan, parent, Some(&reachable), None);
+            let reason = hop.reason.clone().unwrap_or_default();
+            assert!(reason.contains(words), "{words}: {reason}");
             assert!(hop.path(false).is_err());
         }
     }
@@ -1010,7 +1181,7 @@ mod tests {
     fn interfaces_that_cannot_carry_the_redirect_are_refused() {
         type Change = fn(&mut LinkFacts);
         let cases: [(Change, &str); 6] = [
-            (|l| l.kind = Some("vlan".into()), "vlan device"),
+            (|l| l.kind = Some("vlan".into()), "did not say its VLAN id"),
             (|l| l.kind = Some("bridge".into()), "bridge device"),
             (|l| l.up = false, "is down"),
             (|l| l.lower_up = false, "no carrier"),
@@ -1025,6 +1196,7 @@ mod tests {
                 R,
                 &route(None),
                 &l,
+                None,
                 Some(&neigh(NeighbourState::Reachable, Some(MAC))),
                 None,
             );
@@ -1041,7 +1213,7 @@ mod tests {
 
     #[test]
     fn missing_or_failed_neighbours_trigger_resolution() {
-        let (hop, follow) = assemble(E, R, &route(None), &link(), None, None);
+        let (hop, follow) = assemble(E, R, &route(None), &link(), None, None, None);
         assert_eq!(follow, Follow::Trigger);
         assert!(hop.reason.clone().unwrap().contains("resolving"), "{hop:?}");
         assert_eq!(hop.neighbour, None);
@@ -1050,6 +1222,7 @@ mod tests {
             R,
             &route(None),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Failed, None)),
             None,
         );
@@ -1061,6 +1234,7 @@ mod tests {
             R,
             &route(None),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Incomplete, None)),
             None,
         );
@@ -1072,6 +1246,7 @@ mod tests {
             R,
             &route(None),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Stale, Some(MAC))),
             None,
         );
@@ -1086,11 +1261,12 @@ mod tests {
             R,
             &route(None),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Reachable, Some(MAC))),
             None,
         );
         for n in [None, Some(neigh(NeighbourState::Incomplete, None))] {
-            let (hop, _) = assemble(E, R, &route(None), &link(), n.as_ref(), Some(&prev));
+            let (hop, _) = assemble(E, R, &route(None), &link(), None, n.as_ref(), Some(&prev));
             assert!(hop.is_resolved(), "{hop:?}");
             assert_eq!(hop.mac, Some(MAC));
         }
@@ -1099,12 +1275,13 @@ mod tests {
             R,
             &route(None),
             &link(),
+            None,
             Some(&neigh(NeighbourState::Failed, None)),
             Some(&prev),
         );
         assert!(!hop.is_resolved());
         // Another gateway: the old MAC is not lent.
-        let (hop, _) = assemble(E, R, &route(Some(GW)), &link(), None, Some(&prev));
+        let (hop, _) = assemble(E, R, &route(Some(GW)), &link(), None, None, Some(&prev));
         assert!(!hop.is_resolved());
     }
 
@@ -1112,12 +1289,13 @@ mod tests {
     fn notifications_affect_the_engines_they_concern() {
         let wanted: BTreeSet<Ipv4Addr> = [E, Ipv4Addr::new(10, 3, 0, 9), GW].into();
         let mut hops = BTreeMap::new();
-        let (on_link, _) = assemble(E, R, &route(None), &link(), None, None);
+        let (on_link, _) = assemble(E, R, &route(None), &link(), None, None, None);
         let (behind, _) = assemble(
             Ipv4Addr::new(10, 3, 0, 9),
             R,
             &route(Some(GW)),
             &link(),
+            None,
             None,
             None,
         );
@@ -1188,6 +1366,29 @@ mod tests {
         assert_eq!(link_facts(&l), link());
         l.header.link_layer_type = LinkLayerType::Loopback;
         assert_eq!(link_facts(&l).mac, None, "only Ethernet addresses are MACs");
+        // A VLAN device: its parent and its id, 802.1Q or not.
+        let vlan = |protocol| {
+            let mut v = LinkMessage::default();
+            v.header.index = 9;
+            v.header.link_layer_type = LinkLayerType::Ether;
+            v.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+            v.attributes = vec![
+                LinkAttribute::IfName("r1.20".into()),
+                LinkAttribute::Mtu(1500),
+                LinkAttribute::Address(SRC.to_vec()),
+                LinkAttribute::Link(7),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(rtnetlink::packet_route::link::InfoKind::Vlan),
+                    LinkInfo::Data(InfoData::Vlan(vec![
+                        InfoVlan::Id(20),
+                        InfoVlan::Protocol(protocol),
+                    ])),
+                ]),
+            ];
+            link_facts(&v)
+        };
+        assert_eq!(vlan(VlanProtocol::Ieee8021Q), vlan_link(20, true));
+        assert_eq!(vlan(VlanProtocol::Ieee8021Ad), vlan_link(20, false));
         let mut n = NeighbourMessage::default();
         n.header.state = NeighbourState::Stale;
         n.attributes = vec![NeighbourAttribute::LinkLayerAddress(MAC.to_vec())];

@@ -172,6 +172,10 @@ pub struct NextHopStatus {
     pub mtu: Option<u32>,
     /// The kernel's neighbour state (`reachable`, `stale`, `failed`, ...).
     pub neighbour: Option<&'static str>,
+    /// When `interface` is a VLAN device: its 802.1Q id, which the frames carry.
+    pub vlan: Option<u16>,
+    /// When `interface` is a VLAN device: its parent, which the frames leave by.
+    pub vlan_parent: Option<String>,
 }
 
 impl NextHopStatus {
@@ -197,6 +201,8 @@ impl NextHopStatus {
             router_address: h.router_addr,
             mtu: (h.mtu != 0).then_some(h.mtu),
             neighbour: h.neighbour,
+            vlan: h.vlan.as_ref().map(|v| v.id),
+            vlan_parent: h.vlan.as_ref().map(|v| v.parent.clone()),
         }
     }
 }
@@ -780,6 +786,7 @@ mod tests {
             mtu: 1500,
             neighbour: Some("reachable"),
             reason: None,
+            vlan: None,
         }
     }
 
@@ -799,6 +806,8 @@ mod tests {
                 "router_address": "10.2.0.1",
                 "mtu": 1500,
                 "neighbour": "reachable",
+                "vlan": null,
+                "vlan_parent": null,
             })
         );
     }

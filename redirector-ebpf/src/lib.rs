@@ -92,12 +92,17 @@
 //! - Fixed: "redirect out" counted forwarded skbs whose payload sits in page fragments
 //!   as malformed (the length check needs the linear part): `tc_redirect_out` now pulls
 //!   such packets whole first; a proxied flow through it is tested end to end.
-//! - Later: VLAN tags on the GRE side (and tagged frames at egress), a ring buffer of
+//! - Done: engines behind 802.1Q VLAN devices (router-on-a-stick): the engine entry's
+//!   `vlan_tci`, written into GRE and L2 frames at XDP (the client's own tags dropped),
+//!   pushed as skb metadata at tc egress; the controller resolves a VLAN device's parent
+//!   and id over netlink. Tested by the differential (random tagged engines) and fixtures,
+//!   and the controller's resolution by unit tests on netlink messages: this kernel has no
+//!   802.1Q support (`CONFIG_VLAN_8021Q` unset), so no namespace test builds a VLAN.
+//! - Later: tagged frames at egress (classified as untagged there), a ring buffer of
 //!   events, per-service MSS clamps, clamping for source-port services and at egress,
 //!   ICMP rate limiting.
-//! - Fixed: an L2 redirect kept the client's VLAN tags, though the engine's interface
-//!   carries none (engines behind VLAN devices are refused): the tags are dropped now
-//!   (two fixtures: one tag, two tags).
+//! - Fixed: an L2 redirect kept the client's VLAN tags: they are dropped now (fixtures:
+//!   one tag, two tags).
 //! - Fixed: GSO packets at egress (what GRO merged on the way in) failed open, which sent
 //!   part of a redirected flow past its engine (an upload through redirect out was
 //!   reset); they are now encapsulated as IPv4-in-GRE for the kernel to segment, checked
