@@ -92,7 +92,7 @@ pub enum Reason {
     ReturnGre = 15,
     /// GRE from an engine that is not WCCP GRE we can decapsulate: passed untouched.
     ReturnBad = 16,
-    /// `bpf_xdp_adjust_head` refused (never in the model).
+    /// The kernel refused to resize (or tag) the packet: passed (never in the model).
     AdjustFailed = 17,
     /// From the MAC of an engine that returns at L2 (and not from its own address):
     /// forwarded, never redirected again.

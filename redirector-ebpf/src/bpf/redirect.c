@@ -512,13 +512,20 @@ int tc_redirect_out(struct __sk_buff *skb)
 	remember_syn(&d, &flow);
 
 	__u32 reason;
+	__u8 tos = ip->tos;
+	__u16 df = ip->frag_off & bpf_htons(IP_DF) ? IP_DF : 0;
 
+	/* An engine behind a VLAN device: the tag as skb metadata, which the
+	 * parent device (or the stack for it) inserts. First, so that a refusal
+	 * leaves the packet as it was to fail open. */
+	if (eng->vlan_tci &&
+	    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q_), bpf_ntohs(eng->vlan_tci))) {
+		counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
+		return TC_ACT_OK;
+	}
 	if (eng->method == METHOD_L2) {
 		reason = REASON_REDIRECT_L2;
 	} else {
-		__u8 tos = ip->tos;
-		__u16 df = ip->frag_off & bpf_htons(IP_DF) ? IP_DF : 0;
-
 		/*
 		 * Told that it is IPv4-in-GRE, the kernel also finishes a partial
 		 * inner checksum (a forwarded packet from a sender that offloads
@@ -529,6 +536,8 @@ int tc_redirect_out(struct __sk_buff *skb)
 		if (bpf_skb_adjust_room(skb, GRE_OVERHEAD, BPF_ADJ_ROOM_MAC,
 					BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
 						BPF_F_ADJ_ROOM_ENCAP_L4_GRE)) {
+			if (eng->vlan_tci)
+				bpf_skb_vlan_pop(skb);
 			counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
 			return TC_ACT_OK;
 		}
@@ -546,15 +555,6 @@ int tc_redirect_out(struct __sk_buff *skb)
 	if (data + 14 > data_end)
 		return TC_ACT_SHOT;
 	put_engine_macs(data, eng);
-	/* An engine behind a VLAN device: the tag as skb metadata, which the
-	 * parent device (or the stack for it) inserts. It cannot fail for an
-	 * untagged skb; the packet is rewritten already, so one it failed on is
-	 * counted and dropped rather than sent on to the server. */
-	if (eng->vlan_tci &&
-	    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q_), bpf_ntohs(eng->vlan_tci))) {
-		counted_fail_open(st, REASON_ADJUST_FAILED, d.service_id, bytes);
-		return TC_ACT_SHOT;
-	}
 
 	count_redirected(st, &d, reason, bytes);
 	/* Engine index 0 in ifindex: out of the interface it was leaving by. */

@@ -177,7 +177,7 @@
 #define REASON_REDIRECT_L2 14     /* redirected by L2 rewrite */
 #define REASON_RETURN_GRE 15      /* returned packet, decapsulated */
 #define REASON_RETURN_BAD 16      /* GRE from an engine that we do not decapsulate */
-#define REASON_ADJUST_FAILED 17   /* bpf_xdp_adjust_head refused: passed */
+#define REASON_ADJUST_FAILED 17   /* the kernel refused to resize (or tag) it: passed */
 #define REASON_RETURN_L2 18       /* from an L2-return engine's MAC: passed */
 #define REASON_LIST_SKIP 19       /* source or destination in the skip list */
 #define REASON_NOT_LISTED 20      /* neither address in the redirect list */
