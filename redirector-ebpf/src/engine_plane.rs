@@ -499,6 +499,18 @@ impl ReturnRule {
         })
     }
 
+    /// The key and value [`EnginePlane::add_rule`] writes, for the model's twin table.
+    pub fn raw(&self) -> Result<(RuleKey, RuleEntry), EngineError> {
+        let data = self.key()?;
+        let key = RuleKey {
+            prefixlen: RULE_PORT_BITS + u32::from(self.prefix_len),
+            port: data.port,
+            reserved: data.reserved,
+            addr: data.addr,
+        };
+        Ok((key, self.entry()))
+    }
+
     fn entry(&self) -> RuleEntry {
         let mut flags = 0;
         if self.return_to_router {

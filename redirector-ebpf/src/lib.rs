@@ -34,6 +34,13 @@
 //! [`table`] compiles what the controller wants into a slot's contents; [`Redirector`]
 //! writes them.
 //!
+//! # The engine program
+//!
+//! `src/bpf/engine.c` (`tc_engine`, loaded by [`engine_plane`]) is the engine side: it
+//! decapsulates redirected packets for the local proxy or returns them to the router.
+//! [`engine_model`] is its specification in Rust; `tests/engine_differential.rs` holds
+//! the two to the same verdict, bytes and counters on random settings and frames.
+//!
 //! # Status
 //!
 //! - Done: map layout and `#[repr(C)]` twins (BTF-checked); model; C program (verifier
@@ -112,6 +119,7 @@
 #![warn(missing_docs)]
 
 pub mod btf;
+pub mod engine_model;
 pub mod engine_plane;
 pub mod layout;
 pub mod lifecycle;
