@@ -105,6 +105,13 @@
 //!   and id over netlink. Tested by the differential (random tagged engines) and fixtures,
 //!   and the controller's resolution by unit tests on netlink messages: this kernel has no
 //!   802.1Q support (`CONFIG_VLAN_8021Q` unset), so no namespace test builds a VLAN.
+//! - Known flaw (engine, `tc_engine`): a SYN that reuses the four-tuple of a connection
+//!   the proxy closed first, still in TIME_WAIT, is assigned to that socket; with a proxy
+//!   port other than the service port the kernel answers it with an ACK, the client
+//!   resets and its retransmitted SYN gets through (about 9 ms on Linux clients).
+//!   Treating TIME_WAIT as no socket for a SYN was tried: the handshake then times out.
+//!   A fix needs the kernel's listener lookup to find the proxy (an sk_lookup program);
+//!   a proxy on the service's own port avoids it.
 //! - Later: tagged frames at egress (classified as untagged there), a ring buffer of
 //!   events, per-service MSS clamps, clamping for source-port services and at egress,
 //!   ICMP rate limiting.
