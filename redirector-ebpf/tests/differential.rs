@@ -2,6 +2,7 @@
 //! edge cases), the same verdict, output bytes, counters and connection table. Runs the
 //! program with BPF_PROG_TEST_RUN; needs root.
 
+use netns_tests::rng::Rng;
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -27,30 +28,6 @@ const FRESH: (u64, u64) = (u64::MAX / 2, 0);
 const STALE: (u64, u64) = (0, 1);
 /// What the model takes as "now" in both cases.
 const MODEL_NOW: u64 = u64::MAX / 4;
-
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 const PORT_POOL: [u16; 8] = [80, 443, 8080, 53, 3128, 21, 25, 1];
 const ADDR_POOL: [Ipv4Addr; 8] = [

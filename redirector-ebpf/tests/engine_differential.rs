@@ -23,6 +23,7 @@
 //!   Ethernet + 20 (40) bytes; such frames are counted as refused and not compared, which is
 //!   why the program's own "too short for IPv4" check is not reached here.
 
+use netns_tests::rng::Rng;
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
@@ -51,33 +52,6 @@ macro_rules! pick {
     }};
 }
 
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    fn addr(&mut self) -> Ipv4Addr {
-        Ipv4Addr::from(self.next() as u32)
-    }
-}
-
 const ENGINE: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 const ROUTERS: [Ipv4Addr; 4] = [
     Ipv4Addr::new(10, 2, 0, 1),
@@ -100,16 +74,7 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const TCP_FLAGS: [u8; 8] = [SYN, SYN, SYN | ACK, ACK, 0x18, 0x04, 0x11, 0];
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use netns_tests::checksum::internet as checksum;
 
 /// Random IP options: NOPs, an end, router alert, or noise, in whole words.
 fn ip_options(rng: &mut Rng) -> Vec<u8> {

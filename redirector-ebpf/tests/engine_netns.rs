@@ -65,16 +65,7 @@ impl RawSocket {
     }
 }
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use netns_tests::checksum::internet as checksum;
 
 fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: usize) -> [u8; 20] {
     let mut ip = [0u8; 20];

@@ -27,16 +27,7 @@ const TC_ACT_REDIRECT: u32 = 7;
 const SYN: u8 = 0x02;
 const PSH_ACK: u8 = 0x18;
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use netns_tests::checksum::internet as checksum;
 
 /// An IPv4 header with `options` (a multiple of 4 bytes) for `payload` bytes.
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, options: &[u8], payload: usize) -> Vec<u8> {

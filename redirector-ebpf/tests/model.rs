@@ -2,6 +2,7 @@
 //! mask values, `wccp::wire::decapsulate` for the GRE it writes, checksums computed here
 //! for what it rewrites (MSS clamp, ICMP). No kernel needed.
 
+use netns_tests::rng::Rng;
 use std::net::Ipv4Addr;
 
 use redirector_ebpf::{
@@ -20,16 +21,6 @@ use wccp::{
     assign::{bucket_of, flags, Flow, Mask},
     wire::{decapsulate, RedirectLayout},
 };
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 #[test]
 fn hash_matches_wccp_assign_primary_and_alternate() {

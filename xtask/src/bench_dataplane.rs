@@ -21,6 +21,7 @@
 //! services. Everything network-facing happens in network namespaces that are removed on
 //! exit.
 
+use netns_tests::rng::Rng;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -114,18 +115,6 @@ struct XdpMd {
     ingress_ifindex: u32,
     rx_queue_index: u32,
     egress_ifindex: u32,
-}
-
-/// Tiny deterministic PRNG (xorshift64*), so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// One flow's frame: Ethernet + IPv4 + TCP ACK, `len` bytes in all.
