@@ -874,27 +874,12 @@ async fn lookup(
             Follow::Nothing,
         ));
     };
-    let link = timed("link lookup", async {
-        let mut links = handle.link().get().match_index(oif).execute();
-        match links.try_next().await {
-            Ok(Some(l)) => Ok(link_facts(&l)),
-            Ok(None) => Err(format!("interface {oif} not found")),
-            Err(e) => Err(nl_error(&format!("interface {oif}"), e)),
-        }
-    })
-    .await?;
+    let link = timed("link lookup", get_link(handle, oif))
+        .await?
+        .ok_or_else(|| format!("interface {oif} not found"))?;
     // A VLAN device's frames leave by its parent, whose state matters too.
     let parent = match (link.kind.as_deref(), link.parent) {
-        (Some("vlan"), Some(index)) => {
-            timed("link lookup", async {
-                let mut links = handle.link().get().match_index(index).execute();
-                match links.try_next().await {
-                    Ok(l) => Ok(l.map(|l| link_facts(&l))),
-                    Err(e) => Err(nl_error(&format!("interface {index}"), e)),
-                }
-            })
-            .await?
-        }
+        (Some("vlan"), Some(index)) => timed("link lookup", get_link(handle, index)).await?,
         _ => None,
     };
     let nh = route.gateway.filter(|g| *g != engine).unwrap_or(engine);
@@ -908,6 +893,15 @@ async fn lookup(
         neigh.as_ref(),
         previous,
     ))
+}
+
+/// The facts of interface `index`, or `None` when there is no such interface.
+async fn get_link(handle: &Handle, index: u32) -> Result<Option<LinkFacts>, String> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(l) => Ok(l.map(|l| link_facts(&l))),
+        Err(e) => Err(nl_error(&format!("interface {index}"), e)),
+    }
 }
 
 /// The neighbour entry of `addr` on interface `ifindex` (RTM_GETNEIGH for one entry, not a
