@@ -65,12 +65,8 @@ fn syn(dst_mac: [u8; 6], src_mac: [u8; 6], sport: u16) -> Vec<u8> {
     ip[9] = 6;
     ip[12..16].copy_from_slice(&CLIENT.octets());
     ip[16..20].copy_from_slice(&SERVER.octets());
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    ip[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+    let check = netns_tests::checksum::internet(&ip);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
     f.extend_from_slice(&ip);
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());

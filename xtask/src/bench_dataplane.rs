@@ -135,12 +135,7 @@ fn frame(len: usize, macs: ([u8; 6], [u8; 6]), rng: &mut Rng, dport: u16) -> Vec
     ip[9] = 6;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let sum: u32 = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let check = !((sum & 0xffff) + (sum >> 16)) as u16;
+    let check = netns_tests::checksum::internet(ip);
     ip[10..12].copy_from_slice(&check.to_be_bytes());
     let tcp = &mut f[34..54];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
